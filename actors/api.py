@@ -1,0 +1,99 @@
+"""The api role: the HTTP server actor and the accept writer that commits concurrent requests
+together (one transaction and one publish for many POSTs)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from notifi import events
+from notifi.bus import Bus, BusError
+from notifi.errors import Unavailable
+from notifi.model import NewNotification
+from notifi.runtime import Actor, Mailbox
+from notifi.store import AcceptOutcome, Accepted, Store
+
+log = structlog.get_logger(__name__)
+
+Submission = tuple[NewNotification, "asyncio.Future[Accepted]"]
+
+
+async def submit(mailbox: Mailbox[Submission], notification: NewNotification) -> Accepted:
+    """What a request handler calls: waits until the notification is committed."""
+    future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+    await mailbox.put((notification, future))
+    return await future
+
+
+class AcceptWriter(Actor):
+    """Writes what the handlers submit in batches, answers them after the commit, then
+    publishes `notification.accepted` (a publish lost here is caught by the back-stop)."""
+
+    def __init__(self, inbox: Mailbox[Submission], store: Store, bus: Bus, topic: str,
+                 batch: int, linger_s: float) -> None:  # fmt: skip
+        super().__init__("accept-writer", inbox)
+        self._store, self._bus, self._topic = store, bus, topic
+        self._batch, self._linger_s = batch, linger_s
+
+    async def run(self) -> None:
+        assert self.inbox is not None
+        while not self.should_stop or not self.inbox.empty():
+            async with self.inbox.take_batch(self._batch, self._linger_s) as batch:
+                await self._write(batch)
+
+    async def _write(self, batch: list[Submission]) -> None:
+        try:
+            results = await self._store.accept([n for n, _ in batch])
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            log.warning("accept_write_failed", error=str(exc), batch=len(batch))
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(Unavailable("The database is unreachable; try again."))
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+        created = [
+            events.accepted(n.id, n.partition_key)
+            for (n, _), r in zip(batch, results, strict=True)
+            if r.outcome is AcceptOutcome.CREATED
+        ]
+        if created:
+            try:
+                await self._bus.publish(self._topic, created)
+            except BusError as exc:
+                log.warning("accepted_publish_failed", error=str(exc), count=len(created))
+
+
+class HttpServer(Actor):
+    """Owns an aiohttp AppRunner and site, so the supervisor (not run_app) owns the process."""
+
+    def __init__(self, name: str, make_app: Callable[[], web.Application], host: str, port: int,
+                 shutdown_timeout_s: float = 5.0) -> None:  # fmt: skip
+        super().__init__(name)
+        self._make_app, self._host, self._port = make_app, host, port
+        self._shutdown_timeout_s = shutdown_timeout_s
+        self._runner: web.AppRunner | None = None
+        self.bound_port: int | None = None
+
+    async def on_start(self) -> None:
+        self._runner = web.AppRunner(
+            self._make_app(), access_log=None, shutdown_timeout=self._shutdown_timeout_s
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        await site.start()
+        self.bound_port = self._runner.addresses[0][1]
+        log.info("http_listening", actor=self.name, host=self._host, port=self.bound_port)
+
+    async def run(self) -> None:
+        while not self.should_stop:
+            await self.sleep(3600)
+
+    async def on_stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -1,0 +1,244 @@
+"""The REST API's aiohttp application: routes, problem documents, limits and paging."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import orjson
+import structlog
+from aiohttp import web
+
+from notifi import metrics
+from notifi.api import resources
+from notifi.api.health import add_health_routes
+from notifi.api.openapi import openapi
+from notifi.api.schemas import NOTIFICATION_STATUSES
+from notifi.errors import (
+    Conflict,
+    InvalidParameter,
+    MalformedRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Problem,
+    UnsupportedMediaType,
+)
+from notifi.model import NewNotification
+from notifi.store import AcceptOutcome, Accepted, Store
+from notifi.validation import Validator
+
+log = structlog.get_logger(__name__)
+
+MAX_OFFSET = 100_000  # deeper pages are slow by nature; a cursor is the way there
+MAX_IDEMPOTENCY_KEY = 255
+ANONYMOUS = "anonymous"  # the client of auth mode "none"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    store: Store
+    validator: Validator
+    submit: Callable[[NewNotification], Awaitable[Accepted]]  # the accept writer's mailbox
+    ready: Callable[[], Awaitable[dict[str, bool]]]
+    default_page_size: int
+    max_page_size: int
+
+
+CONTEXT = web.AppKey("context", ApiContext)
+
+
+def json_response(body: Any, status: int = 200, **kwargs: Any) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", **kwargs
+    )
+
+
+def problem_response(problem: Problem) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(problem.document()),
+        status=problem.status,
+        content_type="application/problem+json",
+    )
+
+
+_HTTP_PROBLEMS: dict[int, type[Problem]] = {
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+}
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Callable) -> web.StreamResponse:
+    """Every error becomes a problem document; the route's metrics are counted here."""
+    started = time.perf_counter()
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    try:
+        response = await handler(request)
+    except Problem as problem:
+        response = problem_response(problem)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = _HTTP_PROBLEMS.get(exc.status, Problem)
+        problem = kind(exc.text if kind is Problem else None)
+        problem.status = exc.status
+        response = problem_response(problem)
+    except Exception:
+        log.exception("api_request_failed", route=name, method=request.method)
+        problem = Problem("An unexpected error occurred; it has been logged.")
+        problem.status, problem.title, problem.slug = 500, "Internal error", "internal-error"
+        response = problem_response(problem)
+    labels = {"route": name, "method": request.method, "status": str(response.status)}
+    metrics.api_requests.inc(labels)
+    metrics.api_latency.observe({"route": name}, time.perf_counter() - started)
+    return response
+
+
+def _client(request: web.Request) -> str:
+    return ANONYMOUS
+
+
+def _notification_id(request: web.Request) -> UUID:
+    try:
+        return UUID(request.match_info["id"])
+    except ValueError:
+        raise NotFound("No notification has this id (ids are UUIDs).", pointer="id") from None
+
+
+async def _json_body(request: web.Request) -> Any:
+    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
+        raise UnsupportedMediaType(pointer="Content-Type")
+    raw = await request.read()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(f"The request body is not valid JSON: {exc}") from None
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise InvalidParameter(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters.",
+            pointer="Idempotency-Key",
+        )
+    return key
+
+
+async def create_notification(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    body = await _json_body(request)
+    new = ctx.validator.notification(body, _client(request), _idempotency_key(request))
+    result = await ctx.submit(new)
+    location = {"Location": f"/api/notifications/{result.id}"}
+    if result.outcome is AcceptOutcome.CONFLICT:
+        raise Conflict(
+            "This Idempotency-Key was used with a different request body.",
+            pointer="Idempotency-Key",
+            notification_id=str(result.id),
+        )
+    if result.outcome is AcceptOutcome.REPLAYED:
+        row = await ctx.store.get(result.id, new.client_id)
+        if row is None:  # deleted rows stay, so only a race with a purge lands here
+            raise NotFound()
+        return json_response(resources.notification(row), 200, headers=location)
+    metrics.accepted.inc({})
+    status = "scheduled" if new.due_at() > new.created_at else "pending"
+    return json_response(resources.accepted(new, status), 202, headers=location)
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidParameter(f"{name} must be an integer", pointer=name) from None
+    if not lo <= value <= hi:
+        raise InvalidParameter(f"{name} must be between {lo} and {hi}", pointer=name)
+    return value
+
+
+def _bool_param(request: web.Request, name: str) -> bool:
+    text = request.query.get(name, "false").lower()
+    if text not in ("true", "false", "1", "0"):
+        raise InvalidParameter(f"{name} must be true or false", pointer=name)
+    return text in ("true", "1")
+
+
+_LIST_PARAMS = {"limit", "offset", "deleted", "status"}
+
+
+async def list_notifications(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    unknown = sorted(set(request.query) - _LIST_PARAMS)
+    if unknown:
+        raise InvalidParameter(f"unknown query parameter {unknown[0]!r}", pointer=unknown[0])
+    limit = _int_param(request, "limit", ctx.default_page_size, 1, ctx.max_page_size)
+    offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
+    deleted = _bool_param(request, "deleted")
+    status = request.query.get("status")
+    if status is not None and status not in NOTIFICATION_STATUSES:
+        raise InvalidParameter(
+            f"status must be one of: {', '.join(NOTIFICATION_STATUSES)}", pointer="status"
+        )
+    rows = await ctx.store.list(
+        _client(request), deleted=deleted, status=status, limit=limit, offset=offset
+    )
+    following = None
+    if len(rows) == limit and offset + limit <= MAX_OFFSET:
+        following = str(request.rel_url.update_query(offset=offset + limit, limit=limit))
+    return json_response(
+        {
+            "items": [resources.notification(r) for r in rows],
+            "limit": limit,
+            "offset": offset,
+            "next": following,
+        }
+    )
+
+
+async def get_notification(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    row = await ctx.store.get(_notification_id(request), _client(request))
+    if row is None:
+        raise NotFound("No notification has this id.", pointer="id")
+    return json_response(resources.notification(row))
+
+
+async def delete_notification(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    notification_id, client = _notification_id(request), _client(request)
+    if not await ctx.store.delete(notification_id, client):
+        raise NotFound("No notification has this id.", pointer="id")
+    row = await ctx.store.get(notification_id, client)
+    return json_response(resources.notification(row))
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return json_response(request.app[OPENAPI])
+
+
+OPENAPI = web.AppKey("openapi", dict)
+
+
+def build_app(ctx: ApiContext, max_body_bytes: int) -> web.Application:
+    app = web.Application(middlewares=[problems], client_max_size=max_body_bytes)
+    app[CONTEXT] = ctx
+    app[OPENAPI] = openapi(ctx.validator)
+    app.router.add_post("/api/notifications", create_notification)
+    app.router.add_get("/api/notifications", list_notifications, allow_head=False)
+    app.router.add_get("/api/notifications/{id}", get_notification, allow_head=False)
+    app.router.add_delete("/api/notifications/{id}", delete_notification)
+    app.router.add_get("/api/openapi.json", openapi_document, allow_head=False)
+    add_health_routes(app, ctx.ready)
+    return app

@@ -1,0 +1,144 @@
+"""The OpenAPI 3.1 description of the REST API, built from the same schemas that validate
+requests (notifi.api.schemas)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from notifi.api import schemas
+
+if TYPE_CHECKING:
+    from notifi.validation import Validator
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+def _json(ref: str, description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "The notification's id. A malformed id is answered 404 like an unknown one.",
+    "schema": {"type": "string"},
+}
+_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "The notification's URL."}}
+
+
+def openapi(validator: Validator) -> dict[str, Any]:
+    limits = validator.limits
+    request = schemas.create_request(limits)
+    request["properties"]["destinations"]["items"] = {
+        "oneOf": [
+            {"$ref": "#/components/schemas/WebhookDestination"},
+            {"$ref": "#/components/schemas/NamedDestination"},
+        ]
+    }
+    page_params = [
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+        {"name": "deleted", "in": "query", "schema": {"type": "boolean"},
+         "description": "Include deleted notifications."},
+        {"name": "status", "in": "query", "schema": {"enum": schemas.NOTIFICATION_STATUSES}},
+    ]  # fmt: skip
+    bad = _problem("The request is malformed, or a parameter is out of range.")
+    invalid = _problem("The body does not satisfy the schema; `errors` points at the field.")
+    missing = _problem("No such notification (for this client).")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Notifi",
+            "version": "0.1.0",
+            "description": "Submit notifications and follow their delivery.",
+        },
+        "paths": {
+            "/api/notifications": {
+                "post": {
+                    "operationId": "createNotification",
+                    "parameters": [
+                        {"name": "Idempotency-Key", "in": "header", "required": False,
+                         "schema": {"type": "string", "minLength": 1, "maxLength": 255}},
+                    ],  # fmt: skip
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/NotificationRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _json("Notification", "Accepted.", _LOCATION),
+                        "200": _json("Notification", "Idempotent replay.", _LOCATION),
+                        "400": bad,
+                        "409": _problem("Idempotency-Key reused with a different body."),
+                        "413": _problem("Body too large."),
+                        "415": _problem("Body is not JSON."),
+                        "422": invalid,
+                    },
+                },
+                "get": {
+                    "operationId": "listNotifications",
+                    "parameters": page_params,
+                    "responses": {"200": _json("NotificationPage", "Newest first."), "400": bad},
+                },
+            },
+            "/api/notifications/{id}": {
+                "parameters": [_ID],
+                "get": {
+                    "operationId": "getNotification",
+                    "responses": {"200": _json("Notification", "The notification."),
+                                  "404": missing},
+                },  # fmt: skip
+                "delete": {
+                    "operationId": "deleteNotification",
+                    "responses": {
+                        "200": _json("Notification", "Deleted; undelivered work cancelled."),
+                        "404": missing,
+                    },
+                },
+            },
+            "/healthz": {"get": {"operationId": "healthz",
+                                 "responses": {"200": {"description": "Alive."}}}},
+            "/readyz": {"get": {"operationId": "readyz", "responses": {
+                "200": {"description": "Ready."}, "503": {"description": "Not ready."}}}},
+            "/metrics": {"get": {"operationId": "metrics", "responses": {
+                "200": {"description": "Prometheus text format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        },  # fmt: skip
+        "components": {
+            "schemas": {
+                "NotificationRequest": request,
+                "WebhookDestination": schemas.webhook_destination(),
+                "NamedDestination": schemas.named_destination(),
+                "Notification": schemas.notification(),
+                "NotificationPage": {
+                    "type": "object",
+                    "required": ["items", "limit", "offset", "next"],
+                    "properties": {
+                        "items": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Notification"},
+                        },
+                        "limit": {"type": "integer"},
+                        "offset": {"type": "integer"},
+                        "next": {"type": ["string", "null"]},
+                    },
+                },
+                "Problem": schemas.problem(),
+            }
+        },
+    }

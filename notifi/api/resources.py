@@ -1,0 +1,87 @@
+"""Stored rows to the API's resources: the one place that decides what a client sees.
+Secrets and header values never leave."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from notifi.model import NewNotification
+
+
+def _destination(given: Mapping[str, Any]) -> dict[str, Any]:
+    shown: dict[str, Any] = {"type": given["type"]}
+    if "name" in given:
+        shown["name"] = given["name"]
+    if "url" in given and "name" not in given:
+        shown["url"] = given["url"]
+    if given.get("secret"):
+        shown["has_secret"] = True
+    return shown
+
+
+def delivery(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "position": row["position"],
+        **_destination(row["destination"]),
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "last_error": row["last_error"],
+        "last_status_code": row["last_status_code"],
+        "next_attempt_at": row["next_attempt_at"]
+        if row["status"] in ("pending", "scheduled", "delivering")
+        else None,
+        "delivered_at": row["delivered_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def notification(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored notification (with its "deliveries" rows) as the API shows it."""
+    return {
+        "id": str(row["id"]),
+        "status": row["status"],
+        "title": row["title"],
+        "body": row["body"],
+        "data": row["data"],
+        "scheduled_at": row["scheduled_at"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "deleted_at": row["deleted_at"],
+        "delivered_at": row["delivered_at"],
+        "destinations": [delivery(d) for d in row["deliveries"]],
+    }
+
+
+def accepted(n: NewNotification, status: str) -> dict[str, Any]:
+    """A notification just written, shown without reading it back."""
+    due: datetime = n.due_at()
+    return notification(
+        {
+            "id": n.id,
+            "status": status,
+            "title": n.title,
+            "body": n.body,
+            "data": n.data,
+            "scheduled_at": n.scheduled_at,
+            "created_at": n.created_at,
+            "updated_at": n.created_at,
+            "deleted_at": None,
+            "delivered_at": None,
+            "deliveries": [
+                {
+                    "position": i,
+                    "destination": d,
+                    "status": status,
+                    "attempts": 0,
+                    "last_error": None,
+                    "last_status_code": None,
+                    "next_attempt_at": due,
+                    "delivered_at": None,
+                    "updated_at": n.created_at,
+                }
+                for i, d in enumerate(n.destinations)
+            ],
+        }
+    )

@@ -1,0 +1,150 @@
+"""The API's JSON Schemas: published in the OpenAPI description and used to validate requests,
+so what is documented is what is checked. Kept to the JSON Schema subset that draft-07 and
+OpenAPI 3.1 (2020-12) read alike."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from notifi.validation import Limits
+
+STRING_MAP = {"type": "object", "additionalProperties": {"type": "string", "maxLength": 1000}}
+
+
+def webhook_destination() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "title": "Webhook destination",
+        "description": "A JSON POST with Standard Webhooks headers, signed when a secret is given.",
+        "required": ["type", "url"],
+        "additionalProperties": False,
+        "properties": {
+            "type": {"const": "webhook"},
+            "url": {"type": "string", "minLength": 1, "maxLength": 2048, "format": "uri"},
+            "secret": {
+                "type": "string",
+                "maxLength": 200,
+                "description": "whsec_ followed by base64 of 24 to 64 random bytes. Never returned.",
+            },
+            "headers": {**STRING_MAP, "maxProperties": 20},
+        },
+    }
+
+
+def named_destination() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "title": "Named destination",
+        "description": "A destination configured on the server as [destinations.<name>].",
+        "required": ["name"],
+        "additionalProperties": False,
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100}},
+    }
+
+
+def destination_schemas() -> dict[str, dict[str, Any]]:
+    """One schema per inline destination type."""
+    return {"webhook": webhook_destination()}
+
+
+def create_request(limits: Limits) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["body", "destinations"],
+        "additionalProperties": False,
+        "properties": {
+            "title": {"type": ["string", "null"], "maxLength": limits.max_title_chars},
+            "body": {"type": "string", "minLength": 1, "maxLength": limits.max_body_chars},
+            "data": {"type": ["object", "null"], "description": "Free-form JSON for receivers."},
+            "scheduled_at": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "maxLength": 64,
+                "description": "RFC 3339 with an offset; absent, null or past means now.",
+            },
+            "destinations": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": limits.max_destinations,
+                # Each item is checked again by its own type's schema (for precise errors).
+                "items": {"type": "object", "minProperties": 1},
+            },
+        },
+    }
+
+
+def published_destination() -> dict[str, Any]:
+    """What the API shows of a destination: secrets and header values never leave."""
+    return {
+        "type": "object",
+        "required": ["position", "type", "status", "attempts"],
+        "properties": {
+            "position": {"type": "integer"},
+            "type": {"type": "string"},
+            "name": {"type": "string"},
+            "url": {"type": "string"},
+            "has_secret": {"type": "boolean"},
+            "status": {
+                "enum": ["pending", "scheduled", "delivering", "delivered", "failed", "cancelled"]
+            },
+            "attempts": {"type": "integer"},
+            "last_error": {"type": ["string", "null"]},
+            "last_status_code": {"type": ["integer", "null"]},
+            "next_attempt_at": {"type": ["string", "null"], "format": "date-time"},
+            "delivered_at": {"type": ["string", "null"], "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+    }
+
+
+NOTIFICATION_STATUSES = [
+    "scheduled",
+    "pending",
+    "delivering",
+    "delivered",
+    "partially_failed",
+    "failed",
+    "cancelled",
+]
+
+
+def notification() -> dict[str, Any]:
+    stamp = {"type": ["string", "null"], "format": "date-time"}
+    return {
+        "type": "object",
+        "required": ["id", "status", "body", "destinations", "created_at"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "status": {"enum": NOTIFICATION_STATUSES},
+            "title": {"type": "string"},
+            "body": {"type": "string"},
+            "data": {"type": "object"},
+            "scheduled_at": stamp,
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "deleted_at": stamp,
+            "delivered_at": stamp,
+            "destinations": {"type": "array", "items": published_destination()},
+        },
+    }
+
+
+def problem() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"pointer": {"type": "string"}, "detail": {"type": "string"}},
+                },
+            },
+        },
+    }

@@ -1,0 +1,111 @@
+"""Notifi's exception hierarchy; the docstrings double as default messages.
+
+Every error that reaches a client is a `Problem`, rendered as an RFC 9457 problem document.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NotifiError(Exception):
+    """Something went wrong in Notifi."""
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or (self.__doc__ or "").strip())
+        self.detail = str(self.args[0])
+
+
+class Problem(NotifiError):
+    """The request cannot be served."""
+
+    status = 400
+    title = "Bad request"
+    slug = "bad-request"
+
+    def __init__(self, detail: str | None = None, *, pointer: str | None = None, **extra: Any):
+        super().__init__(detail)
+        self.pointer = pointer  # JSON pointer (or parameter name) of the offending input
+        self.extra = extra
+
+    def document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "type": f"https://notifi.dev/problems/{self.slug}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.pointer is not None:
+            doc["errors"] = [{"pointer": self.pointer, "detail": self.detail}]
+        doc.update(self.extra)
+        return doc
+
+
+class MalformedRequest(Problem):
+    """The request body is not valid JSON."""
+
+    title = "Malformed request"
+    slug = "malformed-request"
+
+
+class InvalidRequest(Problem):
+    """The request does not satisfy the API's schema."""
+
+    status = 422
+    title = "Invalid request"
+    slug = "invalid-request"
+
+
+class InvalidParameter(Problem):
+    """A query parameter has a value the API cannot use."""
+
+    title = "Invalid parameter"
+    slug = "invalid-parameter"
+
+
+class NotFound(Problem):
+    """No such resource."""
+
+    status = 404
+    title = "Not found"
+    slug = "not-found"
+
+
+class MethodNotAllowed(Problem):
+    """This method is not allowed on this resource."""
+
+    status = 405
+    title = "Method not allowed"
+    slug = "method-not-allowed"
+
+
+class Conflict(Problem):
+    """The Idempotency-Key was used before with a different request."""
+
+    status = 409
+    title = "Conflict"
+    slug = "idempotency-conflict"
+
+
+class PayloadTooLarge(Problem):
+    """The request body is larger than the API accepts."""
+
+    status = 413
+    title = "Payload too large"
+    slug = "payload-too-large"
+
+
+class UnsupportedMediaType(Problem):
+    """The request body must be application/json."""
+
+    status = 415
+    title = "Unsupported media type"
+    slug = "unsupported-media-type"
+
+
+class Unavailable(Problem):
+    """Notifi cannot take this request right now; try again shortly."""
+
+    status = 503
+    title = "Service unavailable"
+    slug = "unavailable"

@@ -1,0 +1,92 @@
+"""Messages on the topics: a versioned JSON envelope (type, version, id, occurred_at, data).
+
+Each type has a JSON Schema in notifi/schemas/ (`<type>.v<version>.json`); tests check that
+what is produced validates against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+from uuid_utils.compat import uuid7
+
+from notifi.model import DeliveryJob
+
+ACCEPTED = "notification.accepted"
+DELIVERY_DUE = "delivery.due"
+VERSION = 1
+
+
+class BadEvent(ValueError):
+    """A message on a topic is not an event Notifi understands."""
+
+
+def envelope(kind: str, data: dict[str, Any]) -> bytes:
+    return orjson.dumps(
+        {
+            "type": kind,
+            "version": VERSION,
+            "id": str(uuid7()),
+            "occurred_at": datetime.now(UTC),
+            "data": data,
+        }
+    )
+
+
+def _open(raw: bytes, kind: str) -> dict[str, Any]:
+    try:
+        event = orjson.loads(raw)
+        if event["type"] != kind or event["version"] != VERSION:
+            raise BadEvent(f"expected {kind} v{VERSION}, got {event['type']} v{event['version']}")
+        return event["data"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise BadEvent(f"not a {kind} event: {exc}") from None
+
+
+def accepted(notification_id: UUID, partition_key: int) -> tuple[bytes, bytes]:
+    """(key, value) of `notification.accepted`; keyed by notification id."""
+    data = {"notification_id": str(notification_id), "partition_key": partition_key}
+    return notification_id.bytes, envelope(ACCEPTED, data)
+
+
+def read_accepted(raw: bytes) -> UUID:
+    try:
+        return UUID(_open(raw, ACCEPTED)["notification_id"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise BadEvent(f"bad {ACCEPTED}: {exc}") from None
+
+
+def delivery_due(jobs: Iterable[DeliveryJob]) -> list[tuple[bytes, bytes]]:
+    """(key, value) of `delivery.due` per job; keyed by notification id so one's jobs stay in order."""
+    return [
+        (
+            job.notification_id.bytes,
+            envelope(
+                DELIVERY_DUE,
+                {
+                    "notification_id": str(job.notification_id),
+                    "position": job.position,
+                    "attempt": job.attempt,
+                    "due_at": job.due_at,
+                },
+            ),
+        )
+        for job in jobs
+    ]
+
+
+def read_delivery_due(raw: bytes) -> DeliveryJob:
+    data = _open(raw, DELIVERY_DUE)
+    try:
+        return DeliveryJob(
+            notification_id=UUID(data["notification_id"]),
+            position=int(data["position"]),
+            attempt=int(data["attempt"]),
+            due_at=datetime.fromisoformat(data["due_at"]),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise BadEvent(f"bad {DELIVERY_DUE}: {exc}") from None

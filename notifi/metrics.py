@@ -1,0 +1,83 @@
+"""Prometheus metrics of every role, in one registry per process (names in Prometheus style:
+base units, `_total` counters, bounded label values)."""
+
+from __future__ import annotations
+
+from aioprometheus import Counter, Gauge, Histogram, Registry
+from aioprometheus.renderer import render
+
+REGISTRY = Registry()
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+api_requests = Counter(
+    "notifi_api_requests_total", "API requests by route, method and status.", registry=REGISTRY
+)
+api_latency = Histogram(
+    "notifi_api_request_duration_seconds",
+    "API request latency by route.",
+    registry=REGISTRY,
+    buckets=_LATENCY_BUCKETS,
+)
+accepted = Counter(
+    "notifi_notifications_accepted_total", "Notifications accepted.", registry=REGISTRY
+)
+routed = Counter(
+    "notifi_notifications_routed_total",
+    "Delivery jobs routed, by route (immediate or scheduled).",
+    registry=REGISTRY,
+)
+dispatched = Counter(
+    "notifi_poller_dispatched_total", "Outbox rows dispatched by pollers.", registry=REGISTRY
+)
+poller_lag = Gauge(
+    "notifi_poller_lag_seconds",
+    "Age of the oldest due outbox row in a poller's range.",
+    registry=REGISTRY,
+)
+backstop_requeued = Counter(
+    "notifi_backstop_requeued_total",
+    "Work the back-stop re-queued, by kind (unrouted or stuck).",
+    registry=REGISTRY,
+)
+delivery_attempts = Counter(
+    "notifi_delivery_attempts_total",
+    "Delivery attempts by channel and outcome.",
+    registry=REGISTRY,
+)
+delivery_latency = Histogram(
+    "notifi_delivery_duration_seconds",
+    "Duration of one delivery attempt, by channel.",
+    registry=REGISTRY,
+    buckets=_LATENCY_BUCKETS,
+)
+delivery_lateness = Histogram(
+    "notifi_delivery_lateness_seconds",
+    "Delay between a job's due time and the start of its attempt.",
+    registry=REGISTRY,
+    buckets=_LATENCY_BUCKETS,
+)
+retries_scheduled = Counter(
+    "notifi_delivery_retries_scheduled_total", "Retries scheduled.", registry=REGISTRY
+)
+deliveries_failed = Counter(
+    "notifi_deliveries_failed_total",
+    "Deliveries ended failed, by reason (permanent or exhausted).",
+    registry=REGISTRY,
+)
+claims_skipped = Counter(
+    "notifi_delivery_claims_skipped_total",
+    "Jobs not sent because of a claim, by reason (delivered or busy).",
+    registry=REGISTRY,
+)
+mailbox_depth = Gauge(
+    "notifi_mailbox_depth", "Messages waiting in an actor's mailbox.", registry=REGISTRY
+)
+actor_restarts = Counter(
+    "notifi_actor_restarts_total", "Actor crashes followed by a restart, by actor.", registry=REGISTRY
+)
+
+
+def exposition(accept_headers: list[str]) -> tuple[bytes, dict[str, str]]:
+    """The registry in Prometheus's text format."""
+    return render(REGISTRY, accept_headers)

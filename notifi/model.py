@@ -1,0 +1,66 @@
+"""The domain: notifications, their deliveries, and the jobs that carry them between roles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # due now, waiting for a worker
+    SCHEDULED = "scheduled"  # due at the notification's scheduled_at
+    DELIVERING = "delivering"  # attempted at least once, another attempt is coming
+    DELIVERED = "delivered"
+    FAILED = "failed"  # permanent failure or retry schedule exhausted
+    CANCELLED = "cancelled"  # the notification was deleted first
+
+
+class NotificationStatus(StrEnum):
+    """Derived from the deliveries (the SQL function notifi_refresh_status)."""
+
+    SCHEDULED = "scheduled"
+    PENDING = "pending"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    PARTIALLY_FAILED = "partially_failed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    """A validated request, ready to be written."""
+
+    id: UUID
+    client_id: str
+    idempotency_key: str | None
+    request_hash: bytes
+    title: str
+    body: str
+    data: dict[str, Any]
+    scheduled_at: datetime | None
+    partition_key: int
+    destinations: list[dict[str, Any]]
+    created_at: datetime
+
+    def due_at(self) -> datetime:
+        if self.scheduled_at is None or self.scheduled_at < self.created_at:
+            return self.created_at
+        return self.scheduled_at
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryJob:
+    """One attempt at one destination of one notification, due at `due_at`."""
+
+    notification_id: UUID
+    position: int
+    attempt: int
+    due_at: datetime
+
+    @property
+    def key(self) -> tuple[UUID, int]:
+        return (self.notification_id, self.position)

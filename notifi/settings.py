@@ -1,0 +1,318 @@
+"""Settings: `settings.toml`, overridden by NOTIFI_<SECTION>__<KEY> variables, then by flags.
+
+The TOML file is the one source of defaults; the dataclasses below give the values types,
+and a wrong or missing value stops start-up with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "settings.toml"
+ENV_PREFIX = "NOTIFI_"
+
+
+class SettingsError(Exception):
+    """A setting is missing or has a value Notifi cannot use."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Api:
+    host: str
+    port: int
+    max_body_bytes: int
+    max_destinations: int
+    max_title_chars: int
+    max_body_chars: int
+    max_data_bytes: int
+    max_page_size: int
+    default_page_size: int
+    accept_batch: int
+    accept_linger_ms: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Metrics:
+    host: str
+    port: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Postgres:
+    dsn: str
+    pool_min: int
+    pool_max: int
+    command_timeout: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Redis:
+    url: str
+    key_prefix: str
+    socket_timeout: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bus:
+    kind: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Kafka:
+    bootstrap_servers: str
+    topic_prefix: str
+    enable_idempotence: bool
+    partitions: int
+    replication_factor: int
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+    fetch_max_records: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Router:
+    consumers: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Poller:
+    partitions: int
+    interval: float
+    batch: int
+    pollers: int
+    backstop_interval: float
+    backstop_grace: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    workers: int
+    timeout: float
+    retry_schedule: list[float]
+    retry_jitter: float
+    allowed_networks: list[str]
+    claim_ttl: float
+    delivered_ttl: float
+    max_connections: int
+    max_connections_per_host: int
+    record_batch: int
+    mailbox: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Smtp:
+    host: str
+    port: int
+    sender: str
+    starttls: bool
+    username: str
+    password: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Log:
+    format: str
+    level: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Auth:
+    mode: str
+    clients: list[dict[str, Any]]
+    team_domain: str
+    audience: str
+    jwks_url: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SupervisorSettings:
+    max_restarts: int
+    restart_period: float
+    shutdown_timeout: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    api: Api
+    metrics: Metrics
+    postgres: Postgres
+    redis: Redis
+    bus: Bus
+    kafka: Kafka
+    router: Router
+    poller: Poller
+    delivery: Delivery
+    smtp: Smtp
+    log: Log
+    auth: Auth
+    supervisor: SupervisorSettings
+    destinations: dict[str, dict[str, Any]]
+
+
+# Rules beyond the type: (section, key) -> (check, what a good value looks like).
+_RULES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
+    ("api", "port"): (lambda v: 0 <= v <= 65535, "a port number 0-65535"),
+    ("metrics", "port"): (lambda v: 0 <= v <= 65535, "a port number 0-65535"),
+    ("bus", "kind"): (lambda v: v in ("memory", "kafka"), '"memory" or "kafka"'),
+    ("log", "format"): (lambda v: v in ("json", "console"), '"json" or "console"'),
+    ("log", "level"): (
+        lambda v: v in ("debug", "info", "warning", "error"),
+        "debug, info, warning or error",
+    ),
+    ("auth", "mode"): (lambda v: v in ("none", "tokens", "cloudflare"), "none, tokens or cloudflare"),
+    ("poller", "partitions"): (lambda v: 1 <= v <= 1_000_000, "between 1 and 1000000"),
+    ("delivery", "retry_schedule"): (
+        lambda v: all(d >= 0 for d in v),
+        "a list of non-negative delays in seconds",
+    ),
+    ("delivery", "retry_jitter"): (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    ("delivery", "allowed_networks"): (lambda v: all(_is_cidr(c) for c in v), "a list of CIDRs"),
+    ("api", "default_page_size"): (lambda v: v >= 1, "at least 1"),
+}
+
+# Counts, sizes and durations that must be positive.
+_POSITIVE = {
+    "max_body_bytes", "max_destinations", "max_title_chars", "max_body_chars", "max_data_bytes",
+    "max_page_size", "accept_batch", "pool_min", "pool_max", "command_timeout", "partitions",
+    "replication_factor", "session_timeout_ms", "heartbeat_interval_ms", "fetch_max_records",
+    "consumers", "interval", "batch", "pollers", "backstop_interval", "workers", "timeout",
+    "claim_ttl", "delivered_ttl", "max_connections", "max_connections_per_host", "record_batch",
+    "mailbox", "restart_period", "shutdown_timeout", "socket_timeout",
+}  # fmt: skip
+
+
+def _is_cidr(value: Any) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def load(
+    path: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the settings file, apply environment variables, then `overrides` ("section.key")."""
+    path = Path(path or os.environ.get("NOTIFI_SETTINGS") or DEFAULT_PATH)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SettingsError(f"settings file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"settings file {path} is not valid TOML: {exc}") from None
+    for name, value in _env_overrides(os.environ if env is None else env):
+        _assign(raw, name, value)
+    for name, value in (overrides or {}).items():
+        _assign(raw, name, value)
+    return _build(raw)
+
+
+def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, Any]]:
+    found = []
+    for key, text in env.items():
+        if not key.startswith(ENV_PREFIX) or "__" not in key or key == "NOTIFI_SETTINGS":
+            continue
+        parts = key[len(ENV_PREFIX) :].lower().split("__")
+        found.append((".".join(parts), _toml_value(text)))
+    return sorted(found)
+
+
+def _toml_value(text: str) -> Any:
+    """An environment value as TOML where it parses as one, else as the string itself."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _assign(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *sections, key = dotted.split(".")
+    node = raw
+    for section in sections:
+        node = node.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise SettingsError(f"setting {dotted}: {section} is not a section")
+    node[key] = value
+
+
+def _build(raw: dict[str, Any]) -> Settings:
+    hints = typing.get_type_hints(Settings)
+    sections: dict[str, Any] = {}
+    for field in dataclasses.fields(Settings):
+        value = raw.get(field.name, {})
+        if not isinstance(value, dict):
+            raise SettingsError(f"setting {field.name} must be a section (a TOML table)")
+        if field.name == "destinations":
+            sections[field.name] = _destinations(value)
+        else:
+            sections[field.name] = _section(field.name, hints[field.name], value)
+    unknown = set(raw) - set(sections)
+    if unknown:
+        raise SettingsError(f"unknown setting section(s): {', '.join(sorted(unknown))}")
+    return Settings(**sections)
+
+
+def _section(name: str, cls: type, values: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    unknown = set(values) - set(hints)
+    if unknown:
+        raise SettingsError(f"unknown setting {name}.{sorted(unknown)[0]}")
+    kwargs = {}
+    for key, kind in hints.items():
+        setting = f"{name}.{key}"
+        if key not in values:
+            raise SettingsError(f"setting {setting} is missing")
+        value = _coerce(setting, kind, values[key])
+        if key in _POSITIVE and value <= 0:
+            raise SettingsError(f"setting {setting} must be positive, got {value!r}")
+        rule = _RULES.get((name, key))
+        if rule and not rule[0](value):
+            raise SettingsError(f"setting {setting} must be {rule[1]}, got {value!r}")
+        kwargs[key] = value
+    if name == "api" and kwargs["default_page_size"] > kwargs["max_page_size"]:
+        raise SettingsError("setting api.default_page_size must not exceed api.max_page_size")
+    return cls(**kwargs)
+
+
+def _coerce(setting: str, kind: Any, value: Any) -> Any:
+    origin = typing.get_origin(kind)
+    if origin is list:
+        (item,) = typing.get_args(kind)
+        if not isinstance(value, list):
+            raise SettingsError(f"setting {setting} must be a list, got {value!r}")
+        return [_coerce(f"{setting}[{i}]", item, v) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SettingsError(f"setting {setting} must be a table, got {value!r}")
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, bool):
+        raise SettingsError(f"setting {setting} must be an integer, got {value!r}")
+    if isinstance(kind, type) and not isinstance(kind, types.GenericAlias):
+        if not isinstance(value, kind):
+            raise SettingsError(f"setting {setting} must be {_kind_name(kind)}, got {value!r}")
+    return value
+
+
+def _kind_name(kind: type) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        kind, kind.__name__
+    )
+
+
+def _destinations(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    for name, spec in values.items():
+        if not isinstance(spec, dict) or "type" not in spec:
+            raise SettingsError(f"setting destinations.{name} must be a table with a type")
+    return values

@@ -1,0 +1,251 @@
+"""The Postgres store: every read and write of Notifi's system of record, batched where the hot
+paths need it. The SQL itself lives in queries.sql."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import orjson
+
+from notifi.model import DeliveryJob, DeliveryStatus, NewNotification
+from notifi.store.migrate import ensure_database, migrate
+from notifi.store.sql import query
+
+__all__ = ["AcceptOutcome", "Accepted", "Finished", "Store", "ensure_database", "migrate"]
+
+Key = tuple[UUID, int]
+
+
+class AcceptOutcome(StrEnum):
+    CREATED = "created"
+    REPLAYED = "replayed"  # same client, same Idempotency-Key, same body
+    CONFLICT = "conflict"  # same client, same Idempotency-Key, different body
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    outcome: AcceptOutcome
+    id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The end of one delivery attempt, or of a job that found the work already done."""
+
+    job: DeliveryJob
+    new_status: DeliveryStatus
+    started_at: datetime | None = None  # None: no attempt was made (recovered record)
+    duration_ms: float = 0.0
+    outcome: str | None = None
+    status_code: int | None = None
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+
+
+def _keys(keys: Sequence[Key]) -> tuple[list[UUID], list[int]]:
+    return [k[0] for k in keys], [k[1] for k in keys]
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def open(cls, dsn: str, *, min_size: int = 2, max_size: int = 10,
+                   command_timeout: float = 30.0) -> Store:  # fmt: skip
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            command_timeout=command_timeout,
+            init=_init_connection,
+        )
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def ping(self) -> bool:
+        try:
+            return await self.pool.fetchval("SELECT true", timeout=2)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return False
+
+    # -- api --------------------------------------------------------------------------
+
+    async def accept(self, batch: Sequence[NewNotification]) -> list[Accepted]:
+        """Writes a batch of notifications with their deliveries in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            inserted = {
+                r["id"]
+                for r in await conn.fetch(
+                    query("insert_notifications"),
+                    [n.id for n in batch],
+                    [n.client_id for n in batch],
+                    [n.idempotency_key for n in batch],
+                    [n.request_hash for n in batch],
+                    [n.title for n in batch],
+                    [n.body for n in batch],
+                    [orjson.dumps(n.data).decode() for n in batch],
+                    [n.scheduled_at for n in batch],
+                    [n.partition_key for n in batch],
+                    [_initial_status(n) for n in batch],
+                    [n.created_at for n in batch],
+                )
+            }
+            fresh = [n for n in batch if n.id in inserted]
+            rows = [(n, i, d) for n in fresh for i, d in enumerate(n.destinations)]
+            if rows:
+                await conn.execute(
+                    query("insert_deliveries"),
+                    [n.id for n, _, _ in rows],
+                    [i for _, i, _ in rows],
+                    [d["type"] for _, _, d in rows],
+                    [orjson.dumps(d).decode() for _, _, d in rows],
+                    [_initial_status(n) for n, _, _ in rows],
+                    [n.due_at() for n, _, _ in rows],
+                )
+            replays = [n for n in batch if n.id not in inserted]
+            existing = {}
+            if replays:
+                found = await conn.fetch(
+                    query("find_idempotent"),
+                    [n.client_id for n in replays],
+                    [n.idempotency_key for n in replays],
+                )
+                existing = {(r["client_id"], r["idempotency_key"]): r for r in found}
+        results = []
+        for n in batch:
+            if n.id in inserted:
+                results.append(Accepted(AcceptOutcome.CREATED, n.id))
+                continue
+            row = existing[(n.client_id, n.idempotency_key)]
+            same = row["request_hash"] == n.request_hash
+            outcome = AcceptOutcome.REPLAYED if same else AcceptOutcome.CONFLICT
+            results.append(Accepted(outcome, row["id"]))
+        return results
+
+    async def get(self, notification_id: UUID, client_id: str | None) -> dict[str, Any] | None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(query("get_notification"), notification_id, client_id)
+            if row is None:
+                return None
+            return (await self._with_deliveries(conn, [row]))[0]
+
+    async def list(self, client_id: str | None, *, deleted: bool, status: str | None,
+                   limit: int, offset: int) -> list[dict[str, Any]]:  # fmt: skip
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                query("list_notifications"), client_id, deleted, status, limit, offset
+            )
+            return await self._with_deliveries(conn, rows)
+
+    async def _with_deliveries(self, conn: asyncpg.Connection,
+                               rows: Sequence[asyncpg.Record]) -> list[dict[str, Any]]:  # fmt: skip
+        found = await conn.fetch(query("deliveries_of"), [r["id"] for r in rows])
+        by_id: dict[UUID, list[dict[str, Any]]] = {}
+        for d in found:
+            by_id.setdefault(d["notification_id"], []).append(dict(d))
+        return [{**dict(r), "deliveries": by_id.get(r["id"], [])} for r in rows]
+
+    async def delete(self, notification_id: UUID, client_id: str | None) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            found = await conn.fetchval(query("delete_notification"), notification_id, client_id)
+            if found is None:
+                return False
+            await conn.execute(query("refresh_status"), [notification_id])
+            return True
+
+    # -- router and poller ------------------------------------------------------------
+
+    async def route(self, ids: Sequence[UUID], horizon_s: float) -> list[DeliveryJob]:
+        """Routes accepted notifications once; returns the jobs due within `horizon_s`."""
+        rows = await self.pool.fetch(query("route"), list(ids), horizon_s)
+        return [DeliveryJob(r[0], r[1], r[2], r[3]) for r in rows]
+
+    @asynccontextmanager
+    async def claim_due(self, lo: int, hi: int, horizon_s: float,
+                        limit: int) -> AsyncIterator[list[DeliveryJob]]:  # fmt: skip
+        """Due outbox rows of a partition range, removed when the block exits without error."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(query("claim_due"), lo, hi, horizon_s, limit)
+            yield [DeliveryJob(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def oldest_due(self, lo: int, hi: int) -> datetime | None:
+        return await self.pool.fetchval(query("oldest_due"), lo, hi)
+
+    async def backstop(self, lo: int, hi: int, grace_s: float, limit: int) -> tuple[int, int]:
+        """Re-routes what nobody routed and re-queues open deliveries whose job was lost."""
+        async with self.pool.acquire() as conn:
+            unrouted = await conn.fetchval(query("backstop_unrouted"), lo, hi, grace_s, limit)
+            stuck = await conn.fetchval(query("backstop_stuck"), lo, hi, grace_s, limit)
+        return unrouted, stuck
+
+    # -- delivery ---------------------------------------------------------------------
+
+    async def load_jobs(self, keys: Sequence[Key]) -> dict[Key, asyncpg.Record]:
+        rows = await self.pool.fetch(query("load_jobs"), *_keys(keys))
+        return {(r["notification_id"], r["position"]): r for r in rows}
+
+    async def deleted_among(self, ids: Sequence[UUID]) -> set[UUID]:
+        return {r[0] for r in await self.pool.fetch(query("deleted_among"), list(ids))}
+
+    async def claim_in_postgres(self, keys: Sequence[Key], ttl_s: float) -> set[Key]:
+        rows = await self.pool.fetch(query("claim_in_postgres"), *_keys(keys), ttl_s)
+        return {(r[0], r[1]) for r in rows}
+
+    async def delivered_in_postgres(self, keys: Sequence[Key]) -> set[Key]:
+        rows = await self.pool.fetch(query("delivered_in_postgres"), *_keys(keys))
+        return {(r[0], r[1]) for r in rows}
+
+    async def record(self, finished: Sequence[Finished], requeued: Sequence[DeliveryJob]) -> None:
+        """Writes a batch of outcomes (and jobs sent back to the outbox) in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            touched: set[UUID] = set()
+            if finished:
+                jobs = [f.job for f in finished]
+                rows = await conn.fetch(
+                    query("record_outcomes"),
+                    [j.notification_id for j in jobs],
+                    [j.position for j in jobs],
+                    [j.attempt for j in jobs],
+                    [f.started_at for f in finished],
+                    [f.duration_ms for f in finished],
+                    [f.outcome for f in finished],
+                    [f.status_code for f in finished],
+                    [f.error for f in finished],
+                    [str(f.new_status) for f in finished],
+                    [f.next_attempt_at for f in finished],
+                )
+                touched.update(r[0] for r in rows)
+            if requeued:
+                await conn.execute(
+                    query("requeue"),
+                    [j.notification_id for j in requeued],
+                    [j.position for j in requeued],
+                    [j.attempt for j in requeued],
+                    [j.due_at for j in requeued],
+                )
+            if touched:
+                await conn.execute(query("refresh_status"), list(touched))
+
+
+def _initial_status(n: NewNotification) -> str:
+    scheduled = n.scheduled_at is not None and n.scheduled_at > n.created_at
+    return DeliveryStatus.SCHEDULED if scheduled else DeliveryStatus.PENDING

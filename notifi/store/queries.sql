@@ -1,0 +1,240 @@
+-- Every query Notifi runs, as named blocks ("-- name: x --"), loaded once by notifi.store.sql.
+
+-- name: insert_notifications --
+-- One statement for a whole accepted batch; idempotency-key replays insert nothing.
+INSERT INTO notifications (id, client_id, idempotency_key, request_hash, title, body, data,
+                           scheduled_at, partition_key, status, created_at, updated_at)
+SELECT t.id, t.client_id, t.idempotency_key, t.request_hash, t.title, t.body, t.data::jsonb,
+       t.scheduled_at, t.partition_key, t.status, t.created_at, t.created_at
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[],
+              $7::text[], $8::timestamptz[], $9::int[], $10::text[], $11::timestamptz[])
+       AS t(id, client_id, idempotency_key, request_hash, title, body, data, scheduled_at,
+            partition_key, status, created_at)
+ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id;
+
+-- name: insert_deliveries --
+INSERT INTO deliveries (notification_id, position, kind, destination, status, next_attempt_at)
+SELECT t.notification_id, t.position, t.kind, t.destination::jsonb, t.status, t.next_attempt_at
+  FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+       AS t(notification_id, position, kind, destination, status, next_attempt_at);
+
+-- name: find_idempotent --
+SELECT n.client_id, n.idempotency_key, n.id, n.request_hash
+  FROM notifications n
+  JOIN unnest($1::text[], $2::text[]) AS k(client_id, idempotency_key)
+    ON n.client_id = k.client_id AND n.idempotency_key = k.idempotency_key;
+
+-- name: get_notification --
+SELECT * FROM notifications WHERE id = $1 AND ($2::text IS NULL OR client_id = $2);
+
+-- name: list_notifications --
+-- Newest first; ids are UUIDv7 so id order is creation order and the index serves it.
+SELECT * FROM notifications
+ WHERE ($1::text IS NULL OR client_id = $1)
+   AND ($2::bool OR deleted_at IS NULL)
+   AND ($3::text IS NULL OR status = $3)
+ ORDER BY id DESC
+ LIMIT $4 OFFSET $5;
+
+-- name: deliveries_of --
+SELECT notification_id, position, kind, destination, status, attempts, last_error,
+       last_status_code, next_attempt_at, delivered_at, updated_at
+  FROM deliveries
+ WHERE notification_id = ANY ($1::uuid[])
+ ORDER BY notification_id, position;
+
+-- name: delete_notification --
+-- Marks the notification deleted (once), cancels what is undelivered, drops its outbox rows.
+WITH marked AS (
+    UPDATE notifications
+       SET deleted_at = coalesce(deleted_at, now()), updated_at = now()
+     WHERE id = $1 AND ($2::text IS NULL OR client_id = $2)
+ RETURNING id
+), cancelled AS (
+    UPDATE deliveries d
+       SET status = 'cancelled', updated_at = now()
+      FROM marked
+     WHERE d.notification_id = marked.id
+       AND d.status IN ('pending', 'scheduled', 'delivering')
+), unscheduled AS (
+    DELETE FROM outbox WHERE notification_id IN (SELECT id FROM marked)
+)
+SELECT id FROM marked;
+
+-- name: refresh_status --
+SELECT notifi_refresh_status($1::uuid[]);
+
+-- name: route --
+-- Claims accepted notifications for routing (once: a redelivered event finds routed_at set),
+-- writes outbox rows for what is due later and returns the jobs that are due now.
+WITH routed AS (
+    UPDATE notifications
+       SET routed_at = now()
+     WHERE id = ANY ($1::uuid[]) AND routed_at IS NULL AND deleted_at IS NULL
+ RETURNING id, partition_key, scheduled_at
+), open AS (
+    SELECT d.notification_id, d.position, d.attempts + 1 AS attempt,
+           greatest(r.scheduled_at, now()) AS due_at, r.partition_key
+      FROM deliveries d
+      JOIN routed r ON r.id = d.notification_id
+     WHERE d.status IN ('pending', 'scheduled')
+), later AS (
+    INSERT INTO outbox (notification_id, position, attempt, due_at, partition_key)
+    SELECT notification_id, position, attempt, due_at, partition_key
+      FROM open
+     WHERE due_at > now() + make_interval(secs => $2)
+)
+SELECT notification_id, position, attempt, due_at
+  FROM open
+ WHERE due_at <= now() + make_interval(secs => $2);
+
+-- name: claim_due --
+-- The poller's step: due rows of one partition range, taken and removed in one statement.
+-- SKIP LOCKED keeps overlapping ranges (during a rescale) safe.
+WITH due AS (
+    SELECT id
+      FROM outbox
+     WHERE due_at <= now() + make_interval(secs => $3)
+       AND partition_key BETWEEN $1 AND $2
+     ORDER BY due_at
+     LIMIT $4
+       FOR UPDATE SKIP LOCKED
+)
+DELETE FROM outbox o
+ USING due
+ WHERE o.id = due.id
+RETURNING o.notification_id, o.position, o.attempt, o.due_at;
+
+-- name: oldest_due --
+SELECT min(due_at) FROM outbox
+ WHERE due_at <= now() AND partition_key BETWEEN $1 AND $2;
+
+-- name: backstop_unrouted --
+-- Accepted notifications nobody routed within the grace period (a publish that failed after
+-- the commit): routed here, every open delivery through the outbox.
+WITH routed AS (
+    UPDATE notifications
+       SET routed_at = now()
+     WHERE id IN (SELECT id FROM notifications
+                   WHERE routed_at IS NULL AND deleted_at IS NULL
+                     AND created_at < now() - make_interval(secs => $3)
+                     AND partition_key BETWEEN $1 AND $2
+                   LIMIT $4
+                     FOR UPDATE SKIP LOCKED)
+ RETURNING id, partition_key, scheduled_at
+), queued AS (
+    INSERT INTO outbox (notification_id, position, attempt, due_at, partition_key)
+    SELECT d.notification_id, d.position, d.attempts + 1, greatest(r.scheduled_at, now()),
+           r.partition_key
+      FROM deliveries d
+      JOIN routed r ON r.id = d.notification_id
+     WHERE d.status IN ('pending', 'scheduled')
+ RETURNING 1
+)
+SELECT count(*) FROM queued;
+
+-- name: backstop_stuck --
+-- Open deliveries past due by the grace period with no outbox row and no live lease: their
+-- job was lost with a bus or a process. Queued again now; delivery's claim stops a double send.
+WITH stuck AS (
+    SELECT d.notification_id, d.position, d.attempts + 1 AS attempt, n.partition_key
+      FROM deliveries d
+      JOIN notifications n ON n.id = d.notification_id
+     WHERE d.status IN ('pending', 'scheduled', 'delivering')
+       AND d.next_attempt_at < now() - make_interval(secs => $3)
+       AND (d.claimed_until IS NULL OR d.claimed_until < now())
+       AND n.routed_at IS NOT NULL AND n.deleted_at IS NULL
+       AND n.partition_key BETWEEN $1 AND $2
+       AND NOT EXISTS (SELECT 1 FROM outbox o
+                        WHERE o.notification_id = d.notification_id AND o.position = d.position)
+     LIMIT $4
+       FOR UPDATE OF d SKIP LOCKED
+), bumped AS (
+    UPDATE deliveries d
+       SET next_attempt_at = now()
+      FROM stuck s
+     WHERE d.notification_id = s.notification_id AND d.position = s.position
+), queued AS (
+    INSERT INTO outbox (notification_id, position, attempt, due_at, partition_key)
+    SELECT notification_id, position, attempt, now(), partition_key FROM stuck
+ RETURNING 1
+)
+SELECT count(*) FROM queued;
+
+-- name: load_jobs --
+-- What a delivery worker needs for each job of a fetched batch, in one round trip.
+SELECT n.id AS notification_id, d.position, n.client_id, n.title, n.body, n.data,
+       n.scheduled_at, n.created_at, n.deleted_at, d.kind, d.destination, d.status, d.attempts
+  FROM unnest($1::uuid[], $2::smallint[]) AS k(notification_id, position)
+  JOIN deliveries d ON d.notification_id = k.notification_id AND d.position = k.position
+  JOIN notifications n ON n.id = d.notification_id;
+
+-- name: deleted_among --
+SELECT id FROM notifications WHERE id = ANY ($1::uuid[]) AND deleted_at IS NOT NULL;
+
+-- name: claim_in_postgres --
+-- The claim when Redis is down: a lease on the delivery row itself.
+UPDATE deliveries d
+   SET claimed_until = now() + make_interval(secs => $3)
+  FROM unnest($1::uuid[], $2::smallint[]) AS k(notification_id, position)
+ WHERE d.notification_id = k.notification_id AND d.position = k.position
+   AND d.status IN ('pending', 'scheduled', 'delivering')
+   AND (d.claimed_until IS NULL OR d.claimed_until < now())
+RETURNING d.notification_id, d.position;
+
+-- name: delivered_in_postgres --
+SELECT notification_id, position
+  FROM unnest($1::uuid[], $2::smallint[]) AS k(notification_id, position)
+  JOIN deliveries d USING (notification_id, position)
+ WHERE d.status = 'delivered';
+
+-- name: record_outcomes --
+-- One statement for a batch of finished attempts: the attempt log, the delivery rows, and the
+-- outbox rows of retries. A delivered row is never downgraded; a cancelled one only upgraded
+-- to delivered (the attempt began before the delete).
+WITH o AS (
+    SELECT *
+      FROM unnest($1::uuid[], $2::smallint[], $3::int[], $4::timestamptz[], $5::real[],
+                  $6::text[], $7::int[], $8::text[], $9::text[], $10::timestamptz[])
+           AS t(notification_id, position, attempt, started_at, duration_ms, outcome,
+                status_code, error, new_status, next_attempt_at)
+), logged AS (
+    INSERT INTO delivery_attempts (notification_id, position, attempt, started_at, duration_ms,
+                                   outcome, status_code, error)
+    SELECT notification_id, position, attempt, started_at, duration_ms, outcome, status_code,
+           error
+      FROM o
+     WHERE outcome IS NOT NULL
+), updated AS (
+    UPDATE deliveries d
+       SET status = o.new_status,
+           attempts = greatest(d.attempts, o.attempt),
+           last_error = CASE WHEN o.outcome IS NULL THEN d.last_error ELSE o.error END,
+           last_status_code = coalesce(o.status_code, d.last_status_code),
+           next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at),
+           delivered_at = CASE WHEN o.new_status = 'delivered' THEN now() END,
+           claimed_until = NULL,
+           updated_at = now()
+      FROM o
+     WHERE d.notification_id = o.notification_id AND d.position = o.position
+       AND d.status <> 'delivered'
+       AND (o.new_status = 'delivered' OR d.status NOT IN ('cancelled', 'failed'))
+ RETURNING d.notification_id, d.position, d.status, d.next_attempt_at, o.attempt
+), retries AS (
+    INSERT INTO outbox (notification_id, position, attempt, due_at, partition_key)
+    SELECT u.notification_id, u.position, u.attempt + 1, u.next_attempt_at, n.partition_key
+      FROM updated u
+      JOIN notifications n ON n.id = u.notification_id
+     WHERE u.status = 'delivering'
+)
+SELECT DISTINCT notification_id FROM updated;
+
+-- name: requeue --
+-- Jobs that could not run now (their claim is held elsewhere): back through the outbox.
+INSERT INTO outbox (notification_id, position, attempt, due_at, partition_key)
+SELECT k.notification_id, k.position, k.attempt, k.due_at, n.partition_key
+  FROM unnest($1::uuid[], $2::smallint[], $3::int[], $4::timestamptz[])
+       AS k(notification_id, position, attempt, due_at)
+  JOIN notifications n ON n.id = k.notification_id
+ WHERE n.deleted_at IS NULL;
