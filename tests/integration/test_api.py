@@ -1,0 +1,208 @@
+"""The REST API in process against the real Postgres: contract, paging, and bad input that must
+get a 4xx problem document and write nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from actors.api import AcceptWriter, submit
+from notifi.api.app import ApiContext, build_app
+from notifi.bus import MemoryBus
+from notifi.runtime import Mailbox
+from notifi.store import Store
+from notifi.validation import Limits, Validator
+
+LIMITS = Limits(max_destinations=3, max_title_chars=20, max_body_chars=100, max_data_bytes=200)
+HOOK = {"type": "webhook", "url": "https://example.com/hook"}
+
+
+@pytest.fixture
+async def client(store: Store) -> AsyncIterator[TestClient]:
+    bus = MemoryBus()
+    await bus.start()
+    inbox: Mailbox = Mailbox("accept", 100)
+    writer = AcceptWriter(inbox, store, bus, "t.notifications", batch=50, linger_s=0.001)
+    task = asyncio.create_task(writer.run())
+
+    async def ready() -> dict[str, bool]:
+        return {"postgres": await store.ping()}
+
+    named = {"ops": {"type": "webhook", "url": "https://example.com/ops", "secret": None}}
+    ctx = ApiContext(store=store, validator=Validator(LIMITS, named, 1024),
+                     submit=lambda n: submit(inbox, n), ready=ready, default_page_size=2,
+                     max_page_size=5)  # fmt: skip
+    async with TestClient(TestServer(build_app(ctx, max_body_bytes=4096))) as c:
+        yield c
+    writer.request_stop()
+    task.cancel()
+    await bus.stop()
+
+
+async def count(store: Store) -> int:
+    return await store.pool.fetchval("SELECT count(*) FROM notifications")
+
+
+async def test_create_get_list_delete(client: TestClient, store: Store) -> None:
+    r = await client.post("/api/notifications", json={"body": "b", "destinations": [HOOK]})
+    assert r.status == 202
+    doc = await r.json()
+    assert r.headers["Location"] == f"/api/notifications/{doc['id']}"
+    assert doc["status"] == "pending" and doc["destinations"][0]["url"] == HOOK["url"]
+    r = await client.get(f"/api/notifications/{doc['id']}")
+    assert r.status == 200 and (await r.json())["id"] == doc["id"]
+    r = await client.delete(f"/api/notifications/{doc['id']}")
+    assert r.status == 200 and (await r.json())["status"] == "cancelled"
+
+
+async def test_named_destination_and_secret_never_returned(client: TestClient) -> None:
+    secret = "whsec_" + "A" * 32
+    r = await client.post("/api/notifications", json={
+        "body": "b", "destinations": [{"name": "ops"}, {**HOOK, "secret": secret}]})  # fmt: skip
+    assert r.status == 202
+    text = await r.text()
+    assert secret not in text
+    doc = await r.json()
+    assert doc["destinations"][0] == {**doc["destinations"][0], "type": "webhook", "name": "ops"}
+    assert doc["destinations"][1]["has_secret"] is True
+    r = await client.get(f"/api/notifications/{doc['id']}")
+    assert secret not in await r.text()
+
+
+async def test_paging_newest_first_with_next(client: TestClient) -> None:
+    ids = []
+    for i in range(5):
+        r = await client.post("/api/notifications", json={"body": f"n{i}", "destinations": [HOOK]})
+        ids.append((await r.json())["id"])
+    r = await client.get("/api/notifications")
+    page = await r.json()
+    assert [n["id"] for n in page["items"]] == ids[::-1][:2]
+    assert page["limit"] == 2 and page["offset"] == 0
+    seen = [n["id"] for n in page["items"]]
+    while page["next"]:
+        page = await (await client.get(page["next"])).json()
+        seen += [n["id"] for n in page["items"]]
+    assert seen == ids[::-1]
+    r = await client.get("/api/notifications?status=pending&limit=5")
+    assert len((await r.json())["items"]) == 5
+
+
+async def test_idempotency_key(client: TestClient, store: Store) -> None:
+    body = {"body": "b", "destinations": [HOOK]}
+    h = {"Idempotency-Key": "abc"}
+    r1 = await client.post("/api/notifications", json=body, headers=h)
+    r2 = await client.post("/api/notifications", json=body, headers=h)
+    assert (r1.status, r2.status) == (202, 200)
+    assert (await r1.json())["id"] == (await r2.json())["id"]
+    r3 = await client.post("/api/notifications", json={**body, "body": "c"}, headers=h)
+    assert r3.status == 409
+    assert r3.content_type == "application/problem+json"
+    assert await count(store) == 1
+
+
+BAD_BODIES = [
+    ({"destinations": [HOOK]}, 422, "/body"),
+    ({"body": "b"}, 422, "/destinations"),
+    ({"body": "b", "destinations": []}, 422, "/destinations"),
+    ({"body": 5, "destinations": [HOOK]}, 422, "/body"),
+    ({"body": "", "destinations": [HOOK]}, 422, "/body"),
+    ({"body": "x" * 101, "destinations": [HOOK]}, 422, "/body"),
+    ({"body": "b", "title": "t" * 21, "destinations": [HOOK]}, 422, "/title"),
+    ({"body": "b", "destinations": [HOOK], "colour": "red"}, 422, "/colour"),
+    ({"body": "b", "destinations": [HOOK] * 4}, 422, "/destinations"),
+    ({"body": "b", "destinations": "nope"}, 422, "/destinations"),
+    ({"body": "b", "destinations": [{"type": "pigeon"}]}, 422, "/destinations/0/type"),
+    ({"body": "b", "destinations": [{"type": "webhook"}]}, 422, "/destinations/0/url"),
+    ({"body": "b", "destinations": [{"type": "webhook", "url": "ftp://x.com/"}]}, 422,
+     "/destinations/0/url"),
+    ({"body": "b", "destinations": [{"type": "webhook", "url": "not a url"}]}, 422,
+     "/destinations/0/url"),
+    ({"body": "b", "destinations": [{**HOOK, "secret": "plain"}]}, 422, "/destinations/0/secret"),
+    ({"body": "b", "destinations": [{**HOOK, "extra": 1}]}, 422, "/destinations/0/extra"),
+    ({"body": "b", "destinations": [{"name": "nobody"}]}, 422, "/destinations/0/name"),
+    ({"body": "b", "destinations": [HOOK], "scheduled_at": "tomorrow"}, 422, "/scheduled_at"),
+    ({"body": "b", "destinations": [HOOK], "scheduled_at": "2026-11-24T18:00:00"}, 422,
+     "/scheduled_at"),
+    ({"body": "b", "destinations": [HOOK], "scheduled_at": "2026-11-24"}, 422, "/scheduled_at"),
+    ({"body": "b", "destinations": [HOOK], "scheduled_at": "2999-01-01T00:00:00Z"}, 422,
+     "/scheduled_at"),
+    ({"body": "b", "destinations": [HOOK], "scheduled_at": 12}, 422, "/scheduled_at"),
+    ({"body": "b", "destinations": [HOOK], "data": [1]}, 422, "/data"),
+    ({"body": "b", "destinations": [HOOK], "data": {"k": "v" * 300}}, 422, "/data"),
+    ([1, 2], 422, ""),
+    ("text", 422, ""),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "status", "pointer"), BAD_BODIES)
+async def test_bad_bodies_are_rejected_and_write_nothing(
+    client: TestClient, store: Store, body: object, status: int, pointer: str
+) -> None:
+    r = await client.post("/api/notifications", json=body)
+    assert r.status == status, await r.text()
+    assert r.content_type == "application/problem+json"
+    doc = await r.json()
+    assert doc["status"] == status and doc["detail"]
+    if pointer:
+        assert doc["errors"][0]["pointer"] == pointer, doc
+    assert await count(store) == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "headers", "status"),
+    [
+        (b"{not json", {"Content-Type": "application/json"}, 400),
+        (b"", {"Content-Type": "application/json"}, 400),
+        (b'{"body": "b"}', {"Content-Type": "text/plain"}, 415),
+        (b'{"body": "' + b"x" * 5000 + b'"}', {"Content-Type": "application/json"}, 413),
+        (b'{"body": "b", "destinations": []}',
+         {"Content-Type": "application/json", "Idempotency-Key": "k" * 300}, 400),
+    ],
+)  # fmt: skip
+async def test_malformed_requests(
+    client: TestClient, store: Store, data: bytes, headers: dict, status: int
+) -> None:
+    r = await client.post("/api/notifications", data=data, headers=headers)
+    assert r.status == status, await r.text()
+    assert r.content_type == "application/problem+json"
+    assert await count(store) == 0
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["limit=0", "limit=6", "limit=abc", "offset=-1", "offset=x", "deleted=maybe",
+     "status=lost", "page=2"],
+)  # fmt: skip
+async def test_bad_paging_parameters(client: TestClient, query: str) -> None:
+    r = await client.get(f"/api/notifications?{query}")
+    assert r.status == 400, await r.text()
+    doc = await r.json()
+    assert doc["errors"][0]["pointer"] == query.split("=")[0]
+
+
+@pytest.mark.parametrize("nid", ["nope", "123", "0190e8c8-aaaa-7bbb-8ccc-ddddeeeeffff"])
+async def test_unknown_or_malformed_ids_are_404(client: TestClient, nid: str) -> None:
+    for method in ("GET", "DELETE"):
+        r = await client.request(method, f"/api/notifications/{nid}")
+        assert r.status == 404
+        assert r.content_type == "application/problem+json"
+
+
+async def test_unknown_route_and_method(client: TestClient) -> None:
+    r = await client.get("/api/nothing")
+    assert r.status == 404 and r.content_type == "application/problem+json"
+    r = await client.put("/api/notifications")
+    assert r.status == 405 and r.content_type == "application/problem+json"
+
+
+async def test_health_and_openapi(client: TestClient) -> None:
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200
+    r = await client.get("/metrics")
+    assert "notifi_api_requests_total" in await r.text()
+    doc = await (await client.get("/api/openapi.json")).json()
+    assert doc["openapi"].startswith("3.1")
+    assert set(doc["paths"]) >= {"/api/notifications", "/api/notifications/{id}"}
