@@ -31,7 +31,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="supervisor.py", description=__doc__.split("\n")[0])
     parser.add_argument("command", nargs="?", choices=["run", "migrate"], default="run")
     parser.add_argument("--settings", help="settings file (default: settings.toml)")
-    parser.add_argument("--roles", default="all", help="all, or a comma list of: " + ",".join(ROLES))
+    parser.add_argument(
+        "--roles", default="all", help="all, or a comma list of: " + ",".join(ROLES)
+    )
     parser.add_argument("--router-consumers", type=int, help="router consumer actors")
     parser.add_argument("--delivery-workers", type=int, help="delivery worker actors")
     parser.add_argument("--pollers", type=int, help="poller actors (the range is split)")
@@ -88,10 +90,12 @@ def build(argv: list[str]) -> tuple[argparse.Namespace, Settings, Plan]:
         raise SettingsError(f"--roles takes all or a comma list of {', '.join(ROLES)}")
     plan = Plan(
         roles=frozenset(roles),
-        router_consumers=_positive("router-consumers", args.router_consumers,
-                                   settings.router.consumers),  # fmt: skip
-        delivery_workers=_positive("delivery-workers", args.delivery_workers,
-                                   settings.delivery.workers),  # fmt: skip
+        router_consumers=_positive(
+            "router-consumers", args.router_consumers, settings.router.consumers
+        ),
+        delivery_workers=_positive(
+            "delivery-workers", args.delivery_workers, settings.delivery.workers
+        ),
         pollers=_positive("pollers", args.pollers, settings.poller.pollers),
         partitions=partition_range(args, settings.poller.partitions),
     )
@@ -116,8 +120,11 @@ async def serve(settings: Settings, plan: Plan) -> int:
     await process.open()
     supervisor: Supervisor | None = None
     try:
+
         async def ready() -> dict[str, bool]:
-            return await process.readiness(lambda: supervisor is not None and supervisor.all_running())
+            return await process.readiness(
+                lambda: supervisor is not None and supervisor.all_running()
+            )
 
         supervisor = Supervisor(
             process.children(ready),
@@ -134,8 +141,9 @@ async def serve(settings: Settings, plan: Plan) -> int:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, drain, sig.name)
-        log.info("started", roles=sorted(plan.roles), partitions=plan.partitions,
-                 token=process.token)  # fmt: skip
+        log.info(
+            "started", roles=sorted(plan.roles), partitions=plan.partitions, token=process.token
+        )
         outcome = await supervisor.run()
     finally:
         await process.close()

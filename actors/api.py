@@ -15,7 +15,7 @@ from notifi.bus import Bus, BusError
 from notifi.errors import Unavailable
 from notifi.model import NewNotification
 from notifi.runtime import Actor, Mailbox
-from notifi.store import AcceptOutcome, Accepted, Store
+from notifi.store import Accepted, AcceptOutcome, Store
 
 log = structlog.get_logger(__name__)
 
@@ -33,8 +33,15 @@ class AcceptWriter(Actor):
     """Writes what the handlers submit in batches, answers them after the commit, then
     publishes `notification.accepted` (a publish lost here is caught by the back-stop)."""
 
-    def __init__(self, inbox: Mailbox[Submission], store: Store, bus: Bus, topic: str,
-                 batch: int, linger_s: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        inbox: Mailbox[Submission],
+        store: Store,
+        bus: Bus,
+        topic: str,
+        batch: int,
+        linger_s: float,
+    ) -> None:
         super().__init__("accept-writer", inbox)
         self._store, self._bus, self._topic = store, bus, topic
         self._batch, self._linger_s = batch, linger_s
@@ -72,8 +79,14 @@ class AcceptWriter(Actor):
 class HttpServer(Actor):
     """Owns an aiohttp AppRunner and site, so the supervisor (not run_app) owns the process."""
 
-    def __init__(self, name: str, make_app: Callable[[], web.Application], host: str, port: int,
-                 shutdown_timeout_s: float = 5.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        make_app: Callable[[], web.Application],
+        host: str,
+        port: int,
+        shutdown_timeout_s: float = 5.0,
+    ) -> None:
         super().__init__(name)
         self._make_app, self._host, self._port = make_app, host, port
         self._shutdown_timeout_s = shutdown_timeout_s

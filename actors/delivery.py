@@ -13,11 +13,11 @@ from typing import Any
 import asyncpg
 import orjson
 import structlog
+from notifi.destinations.base import Message, Outcome, Sender
 
 from notifi import events, metrics
 from notifi.bus import Bus, Consumer
 from notifi.claims import Claim, Claims
-from notifi.destinations.base import Message, Outcome, Sender
 from notifi.model import DeliveryJob, DeliveryStatus
 from notifi.offsets import OffsetTracker
 from notifi.retry import RetryPolicy
@@ -51,9 +51,19 @@ class DeliveryConsumer(Actor):
     """Fetches jobs, loads what they need in one query per batch, hands them to the workers
     (waiting when their mailbox is full), and commits offsets as jobs become durable."""
 
-    def __init__(self, name: str, bus: Bus, store: Store, outbox: Mailbox[Work], *,
-                 topic: str, group: str, fetch_max: int, process_token: str,
-                 drain_timeout_s: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        bus: Bus,
+        store: Store,
+        outbox: Mailbox[Work],
+        *,
+        topic: str,
+        group: str,
+        fetch_max: int,
+        process_token: str,
+        drain_timeout_s: float,
+    ) -> None:
         super().__init__(name)
         self._bus, self._store, self._outbox = bus, store, outbox
         self._topic, self._group, self._fetch_max = topic, group, fetch_max
@@ -95,8 +105,13 @@ class DeliveryConsumer(Actor):
             try:
                 job = events.read_delivery_due(record.value)
             except events.BadEvent as exc:
-                log.error("bad_event_skipped", actor=self.name, error=str(exc),
-                          topic=record.topic, offset=record.offset)  # fmt: skip
+                log.error(
+                    "bad_event_skipped",
+                    actor=self.name,
+                    error=str(exc),
+                    topic=record.topic,
+                    offset=record.offset,
+                )
                 ack()
                 continue
             token = f"{self._process_token}:{record.topic}:{record.partition}:{record.offset}"
@@ -133,9 +148,18 @@ class DeliveryWorker(Actor):
     """Waits until a job is due (never early), re-checks deletion, claims, sends, and hands
     the outcome to the recorder."""
 
-    def __init__(self, name: str, inbox: Mailbox[Work], recorder: Mailbox[Record], *,
-                 store: Store, claims: Claims, senders: Mapping[str, Sender],
-                 policy: RetryPolicy, claim_ttl_s: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        inbox: Mailbox[Work],
+        recorder: Mailbox[Record],
+        *,
+        store: Store,
+        claims: Claims,
+        senders: Mapping[str, Sender],
+        policy: RetryPolicy,
+        claim_ttl_s: float,
+    ) -> None:
         super().__init__(name, inbox)
         self._recorder, self._store, self._claims = recorder, store, claims
         self._senders, self._policy, self._claim_ttl_s = senders, policy, claim_ttl_s
@@ -164,8 +188,12 @@ class DeliveryWorker(Actor):
             return
         if claim is Claim.BUSY:
             metrics.claims_skipped.inc({"reason": "busy"})
-            later = DeliveryJob(job.notification_id, job.position, job.attempt,
-                                datetime.now(UTC) + timedelta(seconds=self._claim_ttl_s))  # fmt: skip
+            later = DeliveryJob(
+                job.notification_id,
+                job.position,
+                job.attempt,
+                datetime.now(UTC) + timedelta(seconds=self._claim_ttl_s),
+            )
             await self._recorder.put(Record(work, requeue=later))
             return
         await self._recorder.put(Record(work, finished=await self._attempt(work)))
@@ -178,9 +206,13 @@ class DeliveryWorker(Actor):
         result = await self._senders[kind].send(row["destination"], message)
         metrics.delivery_attempts.inc({"channel": kind, "outcome": str(result.outcome)})
         metrics.delivery_latency.observe({"channel": kind}, result.duration_ms / 1000)
-        common = dict(started_at=started, duration_ms=result.duration_ms,
-                      outcome=str(result.outcome), status_code=result.status_code,
-                      error=result.error)  # fmt: skip
+        common = dict(
+            started_at=started,
+            duration_ms=result.duration_ms,
+            outcome=str(result.outcome),
+            status_code=result.status_code,
+            error=result.error,
+        )
         if result.outcome is Outcome.DELIVERED:
             await self._claims.mark_delivered(job.key)
             return Finished(job, DeliveryStatus.DELIVERED, **common)
@@ -200,8 +232,9 @@ class Recorder(Actor):
     """Writes outcomes in batches (one transaction), then releases claims and acks the jobs.
     While Postgres is down it keeps the batch and tries again: nothing is acked unwritten."""
 
-    def __init__(self, name: str, inbox: Mailbox[Record], *, store: Store, claims: Claims,
-                 batch: int) -> None:  # fmt: skip
+    def __init__(
+        self, name: str, inbox: Mailbox[Record], *, store: Store, claims: Claims, batch: int
+    ) -> None:
         super().__init__(name, inbox)
         self._store, self._claims, self._batch = store, claims, batch
 
@@ -224,8 +257,11 @@ class Recorder(Actor):
                 await asyncio.sleep(delay_s)  # keeps trying while draining too: acks wait
                 delay_s = min(delay_s * 2, 5.0)
         await self._claims.release(
-            [(r.work.job.key, r.work.token) for r in records
-             if r.finished is not None and r.finished.new_status is not DeliveryStatus.DELIVERED]
-        )  # fmt: skip
+            [
+                (r.work.job.key, r.work.token)
+                for r in records
+                if r.finished is not None and r.finished.new_status is not DeliveryStatus.DELIVERED
+            ]
+        )
         for r in records:
             r.work.ack()

@@ -20,8 +20,18 @@ class Poller(Actor):
     """Every interval: take due rows (FOR UPDATE SKIP LOCKED), publish, then delete them in
     the same transaction; a failed publish rolls the rows back for the next poll."""
 
-    def __init__(self, name: str, bus: Bus, store: Store, *, lo: int, hi: int, target: str,
-                 interval_s: float, batch: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        bus: Bus,
+        store: Store,
+        *,
+        lo: int,
+        hi: int,
+        target: str,
+        interval_s: float,
+        batch: int,
+    ) -> None:
         super().__init__(name)
         self._bus, self._store, self._target = bus, store, target
         self.lo, self.hi = lo, hi
@@ -48,8 +58,17 @@ class Poller(Actor):
 
 
 class Backstop(Actor):
-    def __init__(self, name: str, store: Store, *, lo: int, hi: int, interval_s: float,
-                 grace_s: float, batch: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        store: Store,
+        *,
+        lo: int,
+        hi: int,
+        interval_s: float,
+        grace_s: float,
+        batch: int,
+    ) -> None:
         super().__init__(name)
         self._store = store
         self._lo, self._hi = lo, hi

@@ -14,8 +14,18 @@ log = structlog.get_logger(__name__)
 
 
 class Router(Actor):
-    def __init__(self, name: str, bus: Bus, store: Store, *, source: str, group: str,
-                 target: str, horizon_s: float, fetch_max: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        bus: Bus,
+        store: Store,
+        *,
+        source: str,
+        group: str,
+        target: str,
+        horizon_s: float,
+        fetch_max: int,
+    ) -> None:
         super().__init__(name)
         self._bus, self._store = bus, store
         self._source, self._group, self._target = source, group, target
@@ -37,8 +47,13 @@ class Router(Actor):
                 try:
                     ids.append(events.read_accepted(record.value))
                 except events.BadEvent as exc:
-                    log.error("bad_event_skipped", actor=self.name, error=str(exc),
-                              topic=record.topic, offset=record.offset)  # fmt: skip
+                    log.error(
+                        "bad_event_skipped",
+                        actor=self.name,
+                        error=str(exc),
+                        topic=record.topic,
+                        offset=record.offset,
+                    )
             jobs = await self._store.route(ids, self._horizon_s) if ids else []
             if jobs:
                 await self._bus.publish(self._target, events.delivery_due(jobs))

@@ -40,8 +40,15 @@ class Claim(IntEnum):
 
 
 class Claims:
-    def __init__(self, redis: aioredis.Redis, store: Store, *, prefix: str,
-                 claim_ttl_s: float, delivered_ttl_s: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        store: Store,
+        *,
+        prefix: str,
+        claim_ttl_s: float,
+        delivered_ttl_s: float,
+    ) -> None:
         self._redis = redis
         self._store = store
         self._prefix = prefix

@@ -61,7 +61,7 @@ def read_accepted(raw: bytes) -> UUID:
 
 
 def delivery_due(jobs: Iterable[DeliveryJob]) -> list[tuple[bytes, bytes]]:
-    """(key, value) of `delivery.due` per job; keyed by notification id so one's jobs stay in order."""
+    """(key, value) of `delivery.due` per job, keyed by notification id."""
     return [
         (
             job.notification_id.bytes,

@@ -74,7 +74,9 @@ mailbox_depth = Gauge(
     "notifi_mailbox_depth", "Messages waiting in an actor's mailbox.", registry=REGISTRY
 )
 actor_restarts = Counter(
-    "notifi_actor_restarts_total", "Actor crashes followed by a restart, by actor.", registry=REGISTRY
+    "notifi_actor_restarts_total",
+    "Actor crashes followed by a restart, by actor.",
+    registry=REGISTRY,
 )
 
 

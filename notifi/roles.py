@@ -58,12 +58,12 @@ def check(settings: Settings, plan: Plan) -> None:
             "there (--roles all); to run roles as separate processes set bus.kind = kafka "
             "and kafka.bootstrap_servers"
         )
-    if settings.auth.mode == "none" and "api" in plan.roles:
-        if settings.api.host not in ("127.0.0.1", "::1", "localhost"):
-            raise SettingsError(
-                "auth.mode = none is allowed only while api.host is a loopback address "
-                f"(got {settings.api.host!r}); choose tokens or cloudflare to listen wider"
-            )
+    loopback = settings.api.host in ("127.0.0.1", "::1", "localhost")
+    if settings.auth.mode == "none" and "api" in plan.roles and not loopback:
+        raise SettingsError(
+            "auth.mode = none is allowed only while api.host is a loopback address "
+            f"(got {settings.api.host!r}); choose tokens or cloudflare to listen wider"
+        )
 
 
 class Process:
@@ -82,9 +82,12 @@ class Process:
     async def open(self) -> None:
         s = self.settings
         await ensure_database(s.postgres.dsn)
-        self.store = await Store.open(s.postgres.dsn, min_size=s.postgres.pool_min,
-                                      max_size=s.postgres.pool_max,
-                                      command_timeout=s.postgres.command_timeout)  # fmt: skip
+        self.store = await Store.open(
+            s.postgres.dsn,
+            min_size=s.postgres.pool_min,
+            max_size=s.postgres.pool_max,
+            command_timeout=s.postgres.command_timeout,
+        )
         self._stack.push_async_callback(self.store.close)
         async with self.store.pool.acquire() as conn:
             await migrate(conn)
@@ -107,20 +110,34 @@ class Process:
 
     async def _open_delivery(self) -> None:
         s = self.settings
-        redis = aioredis.from_url(s.redis.url, socket_timeout=s.redis.socket_timeout,
-                                  socket_connect_timeout=s.redis.socket_timeout)  # fmt: skip
+        redis = aioredis.from_url(
+            s.redis.url,
+            socket_timeout=s.redis.socket_timeout,
+            socket_connect_timeout=s.redis.socket_timeout,
+        )
         self._stack.push_async_callback(redis.aclose)
         try:
             await redis.ping()
         except (aioredis.RedisError, OSError) as exc:
-            log.warning("redis_unreachable_at_start", url=s.redis.url, error=str(exc),
-                        fallback="delivery claims use Postgres until Redis is back")  # fmt: skip
-        self.claims = Claims(redis, self.store, prefix=s.redis.key_prefix,
-                             claim_ttl_s=s.delivery.claim_ttl,
-                             delivered_ttl_s=s.delivery.delivered_ttl)  # fmt: skip
+            log.warning(
+                "redis_unreachable_at_start",
+                url=s.redis.url,
+                error=str(exc),
+                fallback="delivery claims use Postgres until Redis is back",
+            )
+        self.claims = Claims(
+            redis,
+            self.store,
+            prefix=s.redis.key_prefix,
+            claim_ttl_s=s.delivery.claim_ttl,
+            delivered_ttl_s=s.delivery.delivered_ttl,
+        )
         policy = AddressPolicy(s.delivery.allowed_networks)
-        self.http = make_session(policy, limit=s.delivery.max_connections,
-                                 limit_per_host=s.delivery.max_connections_per_host)  # fmt: skip
+        self.http = make_session(
+            policy,
+            limit=s.delivery.max_connections,
+            limit_per_host=s.delivery.max_connections_per_host,
+        )
         self._stack.push_async_callback(self.http.close)
 
     async def close(self) -> None:
@@ -140,25 +157,65 @@ class Process:
         timeout = s.supervisor.shutdown_timeout
         specs: list[ChildSpec] = []
         if "api" not in plan.roles:
-            specs.append(ChildSpec("metrics-server", lambda: HttpServer(
-                "metrics-server", lambda: health_app(ready), s.metrics.host, s.metrics.port)))  # fmt: skip
+            specs.append(
+                ChildSpec(
+                    "metrics-server",
+                    lambda: HttpServer(
+                        "metrics-server", lambda: health_app(ready), s.metrics.host, s.metrics.port
+                    ),
+                )
+            )
         if "delivery" in plan.roles:
             specs += self._delivery_children(timeout)
         if "poller" in plan.roles:
             lo, hi = plan.partitions
             for i, (a, b) in enumerate(split(lo, hi, plan.pollers)):
-                specs.append(ChildSpec(f"poller-{i}", lambda a=a, b=b, i=i: Poller(
-                    f"poller-{i}", self.bus, self.store, lo=a, hi=b, target=topics.deliveries,
-                    interval_s=s.poller.interval, batch=s.poller.batch)))  # fmt: skip
-            specs.append(ChildSpec("backstop", lambda: Backstop(
-                "backstop", self.store, lo=lo, hi=hi, interval_s=s.poller.backstop_interval,
-                grace_s=s.poller.backstop_grace, batch=s.poller.batch)))  # fmt: skip
+                specs.append(
+                    ChildSpec(
+                        f"poller-{i}",
+                        lambda a=a, b=b, i=i: Poller(
+                            f"poller-{i}",
+                            self.bus,
+                            self.store,
+                            lo=a,
+                            hi=b,
+                            target=topics.deliveries,
+                            interval_s=s.poller.interval,
+                            batch=s.poller.batch,
+                        ),
+                    )
+                )
+            specs.append(
+                ChildSpec(
+                    "backstop",
+                    lambda: Backstop(
+                        "backstop",
+                        self.store,
+                        lo=lo,
+                        hi=hi,
+                        interval_s=s.poller.backstop_interval,
+                        grace_s=s.poller.backstop_grace,
+                        batch=s.poller.batch,
+                    ),
+                )
+            )
         if "router" in plan.roles:
             for i in range(plan.router_consumers):
-                specs.append(ChildSpec(f"router-{i}", lambda i=i: Router(
-                    f"router-{i}", self.bus, self.store, source=topics.notifications,
-                    group=f"{s.kafka.topic_prefix}-router", target=topics.deliveries,
-                    horizon_s=s.poller.interval, fetch_max=s.kafka.fetch_max_records)))  # fmt: skip
+                specs.append(
+                    ChildSpec(
+                        f"router-{i}",
+                        lambda i=i: Router(
+                            f"router-{i}",
+                            self.bus,
+                            self.store,
+                            source=topics.notifications,
+                            group=f"{s.kafka.topic_prefix}-router",
+                            target=topics.deliveries,
+                            horizon_s=s.poller.interval,
+                            fetch_max=s.kafka.fetch_max_records,
+                        ),
+                    )
+                )
         if "api" in plan.roles:
             specs += self._api_children(ready, timeout)
         return specs
@@ -170,27 +227,66 @@ class Process:
         records: Mailbox = Mailbox("delivery-records", s.delivery.mailbox)
         policy = RetryPolicy.of(s.delivery.retry_schedule, s.delivery.retry_jitter)
         senders = {"webhook": WebhookSender(self.http, s.delivery.timeout)}
-        specs = [ChildSpec("recorder", lambda: Recorder(
-            "recorder", records, store=self.store, claims=self.claims,
-            batch=s.delivery.record_batch), shutdown_timeout_s=timeout)]  # fmt: skip
+        specs = [
+            ChildSpec(
+                "recorder",
+                lambda: Recorder(
+                    "recorder",
+                    records,
+                    store=self.store,
+                    claims=self.claims,
+                    batch=s.delivery.record_batch,
+                ),
+                shutdown_timeout_s=timeout,
+            )
+        ]
         for i in range(self.plan.delivery_workers):
-            specs.append(ChildSpec(f"worker-{i}", lambda i=i: DeliveryWorker(
-                f"worker-{i}", work, records, store=self.store, claims=self.claims,
-                senders=senders, policy=policy, claim_ttl_s=s.delivery.claim_ttl),
-                shutdown_timeout_s=timeout))  # fmt: skip
-        specs.append(ChildSpec("delivery-consumer", lambda: DeliveryConsumer(
-            "delivery-consumer", self.bus, self.store, work, topic=topics.deliveries,
-            group=f"{s.kafka.topic_prefix}-delivery", fetch_max=s.kafka.fetch_max_records,
-            process_token=self.token, drain_timeout_s=timeout * 0.8),
-            shutdown_timeout_s=timeout))  # fmt: skip
+            specs.append(
+                ChildSpec(
+                    f"worker-{i}",
+                    lambda i=i: DeliveryWorker(
+                        f"worker-{i}",
+                        work,
+                        records,
+                        store=self.store,
+                        claims=self.claims,
+                        senders=senders,
+                        policy=policy,
+                        claim_ttl_s=s.delivery.claim_ttl,
+                    ),
+                    shutdown_timeout_s=timeout,
+                )
+            )
+        specs.append(
+            ChildSpec(
+                "delivery-consumer",
+                lambda: DeliveryConsumer(
+                    "delivery-consumer",
+                    self.bus,
+                    self.store,
+                    work,
+                    topic=topics.deliveries,
+                    group=f"{s.kafka.topic_prefix}-delivery",
+                    fetch_max=s.kafka.fetch_max_records,
+                    process_token=self.token,
+                    drain_timeout_s=timeout * 0.8,
+                ),
+                shutdown_timeout_s=timeout,
+            )
+        )
         return specs
 
-    def _api_children(self, ready: Callable[[], Awaitable[dict[str, bool]]],
-                      timeout: float) -> list[ChildSpec]:  # fmt: skip
+    def _api_children(
+        self, ready: Callable[[], Awaitable[dict[str, bool]]], timeout: float
+    ) -> list[ChildSpec]:
         s = self.settings
         inbox: Mailbox = Mailbox("accept", s.api.accept_batch * 4)
-        limits = Limits(s.api.max_destinations, s.api.max_title_chars, s.api.max_body_chars,
-                        s.api.max_data_bytes)  # fmt: skip
+        limits = Limits(
+            s.api.max_destinations,
+            s.api.max_title_chars,
+            s.api.max_body_chars,
+            s.api.max_data_bytes,
+        )
         ctx = ApiContext(
             store=self.store,
             validator=Validator(limits, s.destinations, s.poller.partitions),
@@ -200,10 +296,27 @@ class Process:
             max_page_size=s.api.max_page_size,
         )
         return [
-            ChildSpec("accept-writer", lambda: AcceptWriter(
-                inbox, self.store, self.bus, self.topics.notifications, s.api.accept_batch,
-                s.api.accept_linger_ms / 1000), shutdown_timeout_s=timeout),  # fmt: skip
-            ChildSpec("api", lambda: HttpServer(
-                "api", lambda: build_app(ctx, s.api.max_body_bytes), s.api.host, s.api.port,
-                shutdown_timeout_s=timeout / 2), shutdown_timeout_s=timeout),  # fmt: skip
+            ChildSpec(
+                "accept-writer",
+                lambda: AcceptWriter(
+                    inbox,
+                    self.store,
+                    self.bus,
+                    self.topics.notifications,
+                    s.api.accept_batch,
+                    s.api.accept_linger_ms / 1000,
+                ),
+                shutdown_timeout_s=timeout,
+            ),
+            ChildSpec(
+                "api",
+                lambda: HttpServer(
+                    "api",
+                    lambda: build_app(ctx, s.api.max_body_bytes),
+                    s.api.host,
+                    s.api.port,
+                    shutdown_timeout_s=timeout / 2,
+                ),
+                shutdown_timeout_s=timeout,
+            ),
         ]

@@ -10,7 +10,6 @@ import dataclasses
 import ipaddress
 import os
 import tomllib
-import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -167,7 +166,10 @@ _RULES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
         lambda v: v in ("debug", "info", "warning", "error"),
         "debug, info, warning or error",
     ),
-    ("auth", "mode"): (lambda v: v in ("none", "tokens", "cloudflare"), "none, tokens or cloudflare"),
+    ("auth", "mode"): (
+        lambda v: v in ("none", "tokens", "cloudflare"),
+        "none, tokens or cloudflare",
+    ),
     ("poller", "partitions"): (lambda v: 1 <= v <= 1_000_000, "between 1 and 1000000"),
     ("delivery", "retry_schedule"): (
         lambda v: all(d >= 0 for d in v),
@@ -180,13 +182,38 @@ _RULES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
 
 # Counts, sizes and durations that must be positive.
 _POSITIVE = {
-    "max_body_bytes", "max_destinations", "max_title_chars", "max_body_chars", "max_data_bytes",
-    "max_page_size", "accept_batch", "pool_min", "pool_max", "command_timeout", "partitions",
-    "replication_factor", "session_timeout_ms", "heartbeat_interval_ms", "fetch_max_records",
-    "consumers", "interval", "batch", "pollers", "backstop_interval", "workers", "timeout",
-    "claim_ttl", "delivered_ttl", "max_connections", "max_connections_per_host", "record_batch",
-    "mailbox", "restart_period", "shutdown_timeout", "socket_timeout",
-}  # fmt: skip
+    "max_body_bytes",
+    "max_destinations",
+    "max_title_chars",
+    "max_body_chars",
+    "max_data_bytes",
+    "max_page_size",
+    "accept_batch",
+    "pool_min",
+    "pool_max",
+    "command_timeout",
+    "partitions",
+    "replication_factor",
+    "session_timeout_ms",
+    "heartbeat_interval_ms",
+    "fetch_max_records",
+    "consumers",
+    "interval",
+    "batch",
+    "pollers",
+    "backstop_interval",
+    "workers",
+    "timeout",
+    "claim_ttl",
+    "delivered_ttl",
+    "max_connections",
+    "max_connections_per_host",
+    "record_batch",
+    "mailbox",
+    "restart_period",
+    "shutdown_timeout",
+    "socket_timeout",
+}
 
 
 def _is_cidr(value: Any) -> bool:
@@ -299,9 +326,8 @@ def _coerce(setting: str, kind: Any, value: Any) -> Any:
         return float(value)
     if kind is int and isinstance(value, bool):
         raise SettingsError(f"setting {setting} must be an integer, got {value!r}")
-    if isinstance(kind, type) and not isinstance(kind, types.GenericAlias):
-        if not isinstance(value, kind):
-            raise SettingsError(f"setting {setting} must be {_kind_name(kind)}, got {value!r}")
+    if isinstance(kind, type) and not isinstance(value, kind):
+        raise SettingsError(f"setting {setting} must be {_kind_name(kind)}, got {value!r}")
     return value
 
 

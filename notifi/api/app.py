@@ -28,7 +28,7 @@ from notifi.errors import (
     UnsupportedMediaType,
 )
 from notifi.model import NewNotification
-from notifi.store import AcceptOutcome, Accepted, Store
+from notifi.store import Accepted, AcceptOutcome, Store
 from notifi.validation import Validator
 
 log = structlog.get_logger(__name__)

@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 def _problem(description: str) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        },
     }
 
 
@@ -50,10 +52,14 @@ def openapi(validator: Validator) -> dict[str, Any]:
     page_params = [
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
         {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-        {"name": "deleted", "in": "query", "schema": {"type": "boolean"},
-         "description": "Include deleted notifications."},
+        {
+            "name": "deleted",
+            "in": "query",
+            "schema": {"type": "boolean"},
+            "description": "Include deleted notifications.",
+        },
         {"name": "status", "in": "query", "schema": {"enum": schemas.NOTIFICATION_STATUSES}},
-    ]  # fmt: skip
+    ]
     bad = _problem("The request is malformed, or a parameter is out of range.")
     invalid = _problem("The body does not satisfy the schema; `errors` points at the field.")
     missing = _problem("No such notification (for this client).")
@@ -69,9 +75,13 @@ def openapi(validator: Validator) -> dict[str, Any]:
                 "post": {
                     "operationId": "createNotification",
                     "parameters": [
-                        {"name": "Idempotency-Key", "in": "header", "required": False,
-                         "schema": {"type": "string", "minLength": 1, "maxLength": 255}},
-                    ],  # fmt: skip
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        },
+                    ],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -100,9 +110,11 @@ def openapi(validator: Validator) -> dict[str, Any]:
                 "parameters": [_ID],
                 "get": {
                     "operationId": "getNotification",
-                    "responses": {"200": _json("Notification", "The notification."),
-                                  "404": missing},
-                },  # fmt: skip
+                    "responses": {
+                        "200": _json("Notification", "The notification."),
+                        "404": missing,
+                    },
+                },
                 "delete": {
                     "operationId": "deleteNotification",
                     "responses": {
@@ -111,14 +123,30 @@ def openapi(validator: Validator) -> dict[str, Any]:
                     },
                 },
             },
-            "/healthz": {"get": {"operationId": "healthz",
-                                 "responses": {"200": {"description": "Alive."}}}},
-            "/readyz": {"get": {"operationId": "readyz", "responses": {
-                "200": {"description": "Ready."}, "503": {"description": "Not ready."}}}},
-            "/metrics": {"get": {"operationId": "metrics", "responses": {
-                "200": {"description": "Prometheus text format.",
-                        "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-        },  # fmt: skip
+            "/healthz": {
+                "get": {"operationId": "healthz", "responses": {"200": {"description": "Alive."}}}
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "responses": {
+                        "200": {"description": "Ready."},
+                        "503": {"description": "Not ready."},
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        },
         "components": {
             "schemas": {
                 "NotificationRequest": request,

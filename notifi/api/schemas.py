@@ -16,7 +16,7 @@ def webhook_destination() -> dict[str, Any]:
     return {
         "type": "object",
         "title": "Webhook destination",
-        "description": "A JSON POST with Standard Webhooks headers, signed when a secret is given.",
+        "description": "JSON POST with Standard Webhooks headers, signed when a secret is given.",
         "required": ["type", "url"],
         "additionalProperties": False,
         "properties": {

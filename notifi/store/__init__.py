@@ -67,8 +67,9 @@ class Store:
         self.pool = pool
 
     @classmethod
-    async def open(cls, dsn: str, *, min_size: int = 2, max_size: int = 10,
-                   command_timeout: float = 30.0) -> Store:  # fmt: skip
+    async def open(
+        cls, dsn: str, *, min_size: int = 2, max_size: int = 10, command_timeout: float = 30.0
+    ) -> Store:
         pool = await asyncpg.create_pool(
             dsn,
             min_size=min_size,
@@ -148,16 +149,18 @@ class Store:
                 return None
             return (await self._with_deliveries(conn, [row]))[0]
 
-    async def list(self, client_id: str | None, *, deleted: bool, status: str | None,
-                   limit: int, offset: int) -> list[dict[str, Any]]:  # fmt: skip
+    async def list(
+        self, client_id: str | None, *, deleted: bool, status: str | None, limit: int, offset: int
+    ) -> list[dict[str, Any]]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 query("list_notifications"), client_id, deleted, status, limit, offset
             )
             return await self._with_deliveries(conn, rows)
 
-    async def _with_deliveries(self, conn: asyncpg.Connection,
-                               rows: Sequence[asyncpg.Record]) -> list[dict[str, Any]]:  # fmt: skip
+    async def _with_deliveries(
+        self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
+    ) -> list[dict[str, Any]]:
         found = await conn.fetch(query("deliveries_of"), [r["id"] for r in rows])
         by_id: dict[UUID, list[dict[str, Any]]] = {}
         for d in found:
@@ -180,8 +183,9 @@ class Store:
         return [DeliveryJob(r[0], r[1], r[2], r[3]) for r in rows]
 
     @asynccontextmanager
-    async def claim_due(self, lo: int, hi: int, horizon_s: float,
-                        limit: int) -> AsyncIterator[list[DeliveryJob]]:  # fmt: skip
+    async def claim_due(
+        self, lo: int, hi: int, horizon_s: float, limit: int
+    ) -> AsyncIterator[list[DeliveryJob]]:
         """Due outbox rows of a partition range, removed when the block exits without error."""
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(query("claim_due"), lo, hi, horizon_s, limit)

@@ -48,8 +48,10 @@ async def notifi(settings_env: dict[str, str]) -> AsyncIterator[str]:
 
 
 async def post(api: str, body: dict) -> dict:
-    async with aiohttp.ClientSession() as http, http.post(f"{api}/api/notifications",
-                                                          json=body) as r:  # fmt: skip
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{api}/api/notifications", json=body) as r,
+    ):
         assert r.status == 202, await r.text()
         assert r.headers["Location"].startswith("/api/notifications/")
         return await r.json()
@@ -72,10 +74,15 @@ async def wait_status(api: str, nid: str, status: str, timeout_s: float = 10.0) 
 
 
 async def test_delivers_a_signed_webhook(notifi: str, receiver: Receiver) -> None:
-    doc = await post(notifi, {"title": "Deploy", "body": "api v2.3 is live",
-                              "data": {"service": "api"},
-                              "destinations": [{"type": "webhook", "url": receiver.url("ok"),
-                                                "secret": SECRET}]})  # fmt: skip
+    doc = await post(
+        notifi,
+        {
+            "title": "Deploy",
+            "body": "api v2.3 is live",
+            "data": {"service": "api"},
+            "destinations": [{"type": "webhook", "url": receiver.url("ok"), "secret": SECRET}],
+        },
+    )
     await receiver.wait_for("ok")
     got = receiver.received["ok"][0]
     payload = Webhook(SECRET).verify(got.body, got.headers)  # raises when the signature is bad
@@ -93,9 +100,19 @@ async def test_scheduled_is_never_early(notifi: str, receiver: Receiver) -> None
     docs = []
     for i in range(5):
         at = datetime.now(UTC) + timedelta(seconds=1.5 + i * 0.1)
-        docs.append((at, await post(notifi, {"body": "later", "scheduled_at": at.isoformat(),
-                                             "destinations": [{"type": "webhook",
-                                                               "url": receiver.url(f"s{i}")}]})))  # fmt: skip
+        docs.append(
+            (
+                at,
+                await post(
+                    notifi,
+                    {
+                        "body": "later",
+                        "scheduled_at": at.isoformat(),
+                        "destinations": [{"type": "webhook", "url": receiver.url(f"s{i}")}],
+                    },
+                ),
+            )
+        )
     assert all(d["status"] == "scheduled" for _, d in docs)
     for i, (at, _) in enumerate(docs):
         await receiver.wait_for(f"s{i}", timeout_s=10)
@@ -108,8 +125,14 @@ async def test_scheduled_is_never_early(notifi: str, receiver: Receiver) -> None
 
 async def test_delete_before_due_prevents_delivery(notifi: str, receiver: Receiver) -> None:
     at = datetime.now(UTC) + timedelta(seconds=1)
-    doc = await post(notifi, {"body": "x", "scheduled_at": at.isoformat(),
-                              "destinations": [{"type": "webhook", "url": receiver.url("del")}]})  # fmt: skip
+    doc = await post(
+        notifi,
+        {
+            "body": "x",
+            "scheduled_at": at.isoformat(),
+            "destinations": [{"type": "webhook", "url": receiver.url("del")}],
+        },
+    )
     async with aiohttp.ClientSession() as http:
         async with http.delete(f"{notifi}/api/notifications/{doc['id']}") as r:
             assert r.status == 200
@@ -125,8 +148,9 @@ async def test_delete_before_due_prevents_delivery(notifi: str, receiver: Receiv
 
 
 async def test_retries_then_succeeds(notifi: str, receiver: Receiver) -> None:
-    doc = await post(notifi, {"body": "x", "destinations": [{"type": "webhook",
-                                                             "url": receiver.url("flaky")}]})  # fmt: skip
+    doc = await post(
+        notifi, {"body": "x", "destinations": [{"type": "webhook", "url": receiver.url("flaky")}]}
+    )
     done = await wait_status(notifi, doc["id"], "delivered")
     assert receiver.count("flaky") == 3
     assert done["destinations"][0]["attempts"] == 3
@@ -135,8 +159,9 @@ async def test_retries_then_succeeds(notifi: str, receiver: Receiver) -> None:
 
 
 async def test_client_error_fails_at_once(notifi: str, receiver: Receiver) -> None:
-    doc = await post(notifi, {"body": "x", "destinations": [{"type": "webhook",
-                                                             "url": receiver.url("bad")}]})  # fmt: skip
+    doc = await post(
+        notifi, {"body": "x", "destinations": [{"type": "webhook", "url": receiver.url("bad")}]}
+    )
     done = await wait_status(notifi, doc["id"], "failed")
     assert receiver.count("bad") == 1
     assert done["destinations"][0]["last_status_code"] == 400
@@ -145,10 +170,16 @@ async def test_client_error_fails_at_once(notifi: str, receiver: Receiver) -> No
 async def test_always_failing_ends_failed_after_the_schedule(
     notifi: str, receiver: Receiver
 ) -> None:
-    doc = await post(notifi, {"body": "x", "destinations": [{"type": "webhook",
-                                                             "url": receiver.url("down")},
-                                                            {"type": "webhook",
-                                                             "url": receiver.url("fine")}]})  # fmt: skip
+    doc = await post(
+        notifi,
+        {
+            "body": "x",
+            "destinations": [
+                {"type": "webhook", "url": receiver.url("down")},
+                {"type": "webhook", "url": receiver.url("fine")},
+            ],
+        },
+    )
     done = await wait_status(notifi, doc["id"], "partially_failed")
     assert receiver.count("down") == 3  # 1 + len(retry_schedule)
     assert [d["status"] for d in done["destinations"]] == ["failed", "delivered"]

@@ -32,9 +32,14 @@ async def client(store: Store) -> AsyncIterator[TestClient]:
         return {"postgres": await store.ping()}
 
     named = {"ops": {"type": "webhook", "url": "https://example.com/ops", "secret": None}}
-    ctx = ApiContext(store=store, validator=Validator(LIMITS, named, 1024),
-                     submit=lambda n: submit(inbox, n), ready=ready, default_page_size=2,
-                     max_page_size=5)  # fmt: skip
+    ctx = ApiContext(
+        store=store,
+        validator=Validator(LIMITS, named, 1024),
+        submit=lambda n: submit(inbox, n),
+        ready=ready,
+        default_page_size=2,
+        max_page_size=5,
+    )
     async with TestClient(TestServer(build_app(ctx, max_body_bytes=4096))) as c:
         yield c
     writer.request_stop()
@@ -60,8 +65,10 @@ async def test_create_get_list_delete(client: TestClient, store: Store) -> None:
 
 async def test_named_destination_and_secret_never_returned(client: TestClient) -> None:
     secret = "whsec_" + "A" * 32
-    r = await client.post("/api/notifications", json={
-        "body": "b", "destinations": [{"name": "ops"}, {**HOOK, "secret": secret}]})  # fmt: skip
+    r = await client.post(
+        "/api/notifications",
+        json={"body": "b", "destinations": [{"name": "ops"}, {**HOOK, "secret": secret}]},
+    )
     assert r.status == 202
     text = await r.text()
     assert secret not in text
@@ -116,25 +123,37 @@ BAD_BODIES = [
     ({"body": "b", "destinations": "nope"}, 422, "/destinations"),
     ({"body": "b", "destinations": [{"type": "pigeon"}]}, 422, "/destinations/0/type"),
     ({"body": "b", "destinations": [{"type": "webhook"}]}, 422, "/destinations/0/url"),
-    ({"body": "b", "destinations": [{"type": "webhook", "url": "ftp://x.com/"}]}, 422,
-     "/destinations/0/url"),
-    ({"body": "b", "destinations": [{"type": "webhook", "url": "not a url"}]}, 422,
-     "/destinations/0/url"),
+    (
+        {"body": "b", "destinations": [{"type": "webhook", "url": "ftp://x.com/"}]},
+        422,
+        "/destinations/0/url",
+    ),
+    (
+        {"body": "b", "destinations": [{"type": "webhook", "url": "not a url"}]},
+        422,
+        "/destinations/0/url",
+    ),
     ({"body": "b", "destinations": [{**HOOK, "secret": "plain"}]}, 422, "/destinations/0/secret"),
     ({"body": "b", "destinations": [{**HOOK, "extra": 1}]}, 422, "/destinations/0/extra"),
     ({"body": "b", "destinations": [{"name": "nobody"}]}, 422, "/destinations/0/name"),
     ({"body": "b", "destinations": [HOOK], "scheduled_at": "tomorrow"}, 422, "/scheduled_at"),
-    ({"body": "b", "destinations": [HOOK], "scheduled_at": "2026-11-24T18:00:00"}, 422,
-     "/scheduled_at"),
+    (
+        {"body": "b", "destinations": [HOOK], "scheduled_at": "2026-11-24T18:00:00"},
+        422,
+        "/scheduled_at",
+    ),
     ({"body": "b", "destinations": [HOOK], "scheduled_at": "2026-11-24"}, 422, "/scheduled_at"),
-    ({"body": "b", "destinations": [HOOK], "scheduled_at": "2999-01-01T00:00:00Z"}, 422,
-     "/scheduled_at"),
+    (
+        {"body": "b", "destinations": [HOOK], "scheduled_at": "2999-01-01T00:00:00Z"},
+        422,
+        "/scheduled_at",
+    ),
     ({"body": "b", "destinations": [HOOK], "scheduled_at": 12}, 422, "/scheduled_at"),
     ({"body": "b", "destinations": [HOOK], "data": [1]}, 422, "/data"),
     ({"body": "b", "destinations": [HOOK], "data": {"k": "v" * 300}}, 422, "/data"),
     ([1, 2], 422, ""),
     ("text", 422, ""),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("body", "status", "pointer"), BAD_BODIES)
@@ -158,10 +177,13 @@ async def test_bad_bodies_are_rejected_and_write_nothing(
         (b"", {"Content-Type": "application/json"}, 400),
         (b'{"body": "b"}', {"Content-Type": "text/plain"}, 415),
         (b'{"body": "' + b"x" * 5000 + b'"}', {"Content-Type": "application/json"}, 413),
-        (b'{"body": "b", "destinations": []}',
-         {"Content-Type": "application/json", "Idempotency-Key": "k" * 300}, 400),
+        (
+            b'{"body": "b", "destinations": []}',
+            {"Content-Type": "application/json", "Idempotency-Key": "k" * 300},
+            400,
+        ),
     ],
-)  # fmt: skip
+)
 async def test_malformed_requests(
     client: TestClient, store: Store, data: bytes, headers: dict, status: int
 ) -> None:
@@ -173,9 +195,17 @@ async def test_malformed_requests(
 
 @pytest.mark.parametrize(
     "query",
-    ["limit=0", "limit=6", "limit=abc", "offset=-1", "offset=x", "deleted=maybe",
-     "status=lost", "page=2"],
-)  # fmt: skip
+    [
+        "limit=0",
+        "limit=6",
+        "limit=abc",
+        "offset=-1",
+        "offset=x",
+        "deleted=maybe",
+        "status=lost",
+        "page=2",
+    ],
+)
 async def test_bad_paging_parameters(client: TestClient, query: str) -> None:
     r = await client.get(f"/api/notifications?{query}")
     assert r.status == 400, await r.text()

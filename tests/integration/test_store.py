@@ -12,9 +12,15 @@ from tests.support.factories import new_notification
 
 
 async def test_accept_writes_notifications_and_deliveries(store: Store) -> None:
-    batch = [new_notification(destinations=[{"type": "webhook", "url": f"https://e.com/{i}"},
-                                            {"type": "webhook", "url": "https://f.com"}])
-             for i in range(3)]  # fmt: skip
+    batch = [
+        new_notification(
+            destinations=[
+                {"type": "webhook", "url": f"https://e.com/{i}"},
+                {"type": "webhook", "url": "https://f.com"},
+            ]
+        )
+        for i in range(3)
+    ]
     results = await store.accept(batch)
     assert [r.outcome for r in results] == [AcceptOutcome.CREATED] * 3
     row = await store.get(batch[0].id, "anonymous")
@@ -87,23 +93,47 @@ async def test_overlapping_pollers_never_take_the_same_row(store: Store) -> None
 
 
 async def test_record_outcomes_and_status(store: Store) -> None:
-    n = new_notification(destinations=[{"type": "webhook", "url": "https://a.com"},
-                                       {"type": "webhook", "url": "https://b.com"}])  # fmt: skip
+    n = new_notification(
+        destinations=[
+            {"type": "webhook", "url": "https://a.com"},
+            {"type": "webhook", "url": "https://b.com"},
+        ]
+    )
     await store.accept([n])
     now = datetime.now(UTC)
-    ok = Finished(DeliveryJob(n.id, 0, 1, now), DeliveryStatus.DELIVERED, started_at=now,
-                  duration_ms=3.0, outcome="delivered", status_code=200)  # fmt: skip
-    retry = Finished(DeliveryJob(n.id, 1, 1, now), DeliveryStatus.DELIVERING, started_at=now,
-                     duration_ms=4.0, outcome="retry", status_code=500, error="HTTP 500",
-                     next_attempt_at=now + timedelta(seconds=5))  # fmt: skip
+    ok = Finished(
+        DeliveryJob(n.id, 0, 1, now),
+        DeliveryStatus.DELIVERED,
+        started_at=now,
+        duration_ms=3.0,
+        outcome="delivered",
+        status_code=200,
+    )
+    retry = Finished(
+        DeliveryJob(n.id, 1, 1, now),
+        DeliveryStatus.DELIVERING,
+        started_at=now,
+        duration_ms=4.0,
+        outcome="retry",
+        status_code=500,
+        error="HTTP 500",
+        next_attempt_at=now + timedelta(seconds=5),
+    )
     await store.record([ok, retry], [])
     row = await store.get(n.id, None)
     assert row["status"] == "delivering"
     assert [d["status"] for d in row["deliveries"]] == ["delivered", "delivering"]
     outbox = await store.pool.fetch("SELECT position, attempt FROM outbox")
     assert [(r["position"], r["attempt"]) for r in outbox] == [(1, 2)]
-    failed = Finished(DeliveryJob(n.id, 1, 2, now), DeliveryStatus.FAILED, started_at=now,
-                      duration_ms=1.0, outcome="permanent", status_code=400, error="HTTP 400")  # fmt: skip
+    failed = Finished(
+        DeliveryJob(n.id, 1, 2, now),
+        DeliveryStatus.FAILED,
+        started_at=now,
+        duration_ms=1.0,
+        outcome="permanent",
+        status_code=400,
+        error="HTTP 400",
+    )
     await store.record([failed], [])
     row = await store.get(n.id, None)
     assert row["status"] == "partially_failed"
@@ -125,10 +155,12 @@ async def test_delete_cancels_undelivered_and_unschedules(store: Store) -> None:
     row = await store.get(n.id, None)
     assert row["status"] == "cancelled" and row["deleted_at"] is not None
     assert await store.pool.fetchval("SELECT count(*) FROM outbox") == 0
-    assert [r["id"] for r in await store.list(None, deleted=False, status=None, limit=10,
-                                               offset=0)] == []  # fmt: skip
-    assert [r["id"] for r in await store.list(None, deleted=True, status=None, limit=10,
-                                               offset=0)] == [n.id]  # fmt: skip
+    assert [
+        r["id"] for r in await store.list(None, deleted=False, status=None, limit=10, offset=0)
+    ] == []
+    assert [
+        r["id"] for r in await store.list(None, deleted=True, status=None, limit=10, offset=0)
+    ] == [n.id]
 
 
 async def test_backstop_reroutes_unrouted_and_requeues_stuck(store: Store) -> None:

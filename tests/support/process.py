@@ -27,15 +27,21 @@ class NotifiProcess:
     def __init__(self, args: list[str], env: dict[str, str], *, ready_port: int) -> None:
         self.args, self.env, self.ready_port = args, env, ready_port
         self.proc: subprocess.Popen | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix="notifi-", suffix=".log", delete=False)
+        # The process writes this file for its whole life; it is kept for the failure report.
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix="notifi-", suffix=".log", delete=False
+        )
 
     def start(self) -> NotifiProcess:
         env = {**os.environ, **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "supervisor.py"), *self.args],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         return self
 
     async def wait_ready(self, timeout_s: float = 30.0) -> None:

@@ -4,6 +4,7 @@ every request it gets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -74,7 +75,5 @@ class Receiver:
             if remaining <= 0:
                 raise TimeoutError(f"{path}: got {self.count(path)} of {count} requests")
             self._arrived.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), min(remaining, 0.2))
-            except TimeoutError:
-                pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,7 +74,7 @@ def test_partition_split_covers_the_range() -> None:
     assert split(0, 1023, 2) == [(0, 511), (512, 1023)]
     parts = split(0, 1023, 3)
     assert parts[0][0] == 0 and parts[-1][1] == 1023
-    assert all(a[1] + 1 == b[0] for a, b in zip(parts, parts[1:], strict=False))
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(parts))
     assert split(5, 6, 4) == [(5, 5), (6, 6)]
 
 

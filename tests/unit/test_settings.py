@@ -26,14 +26,37 @@ def test_defaults_from_the_file() -> None:
 
 def test_every_design_setting_is_accepted() -> None:
     names = [
-        "api.host", "api.port", "metrics.port", "postgres.dsn", "redis.url", "bus.kind",
-        "kafka.bootstrap_servers", "kafka.topic_prefix", "kafka.enable_idempotence",
-        "poller.partitions", "poller.interval", "delivery.workers", "delivery.timeout",
-        "delivery.retry_schedule", "delivery.allowed_networks", "delivery.claim_ttl",
-        "delivery.delivered_ttl", "smtp.host", "smtp.port", "smtp.sender", "smtp.starttls",
-        "smtp.username", "smtp.password", "log.format", "log.level", "auth.mode",
-        "auth.clients", "auth.team_domain", "auth.audience", "auth.jwks_url",
-    ]  # fmt: skip
+        "api.host",
+        "api.port",
+        "metrics.port",
+        "postgres.dsn",
+        "redis.url",
+        "bus.kind",
+        "kafka.bootstrap_servers",
+        "kafka.topic_prefix",
+        "kafka.enable_idempotence",
+        "poller.partitions",
+        "poller.interval",
+        "delivery.workers",
+        "delivery.timeout",
+        "delivery.retry_schedule",
+        "delivery.allowed_networks",
+        "delivery.claim_ttl",
+        "delivery.delivered_ttl",
+        "smtp.host",
+        "smtp.port",
+        "smtp.sender",
+        "smtp.starttls",
+        "smtp.username",
+        "smtp.password",
+        "log.format",
+        "log.level",
+        "auth.mode",
+        "auth.clients",
+        "auth.team_domain",
+        "auth.audience",
+        "auth.jwks_url",
+    ]
     s = load(FILE, env={})
     for name in names:
         section, key = name.split(".")
