@@ -25,7 +25,7 @@ def webhook_destination() -> dict[str, Any]:
             "secret": {
                 "type": "string",
                 "maxLength": 200,
-                "description": "whsec_ followed by base64 of 24 to 64 random bytes. Never returned.",
+                "description": "whsec_ + base64 of 24 to 64 random bytes. Never returned.",
             },
             "headers": {**STRING_MAP, "maxProperties": 20},
         },
