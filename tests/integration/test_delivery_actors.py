@@ -1,0 +1,95 @@
+"""The delivery actors under a real supervisor, on the real Postgres and Redis: a worker that
+crashes is restarted and the job it held is delivered, once."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from actors.delivery import DeliveryWorker, Recorder, Work
+from notifi.claims import Claim, Claims
+from notifi.destinations.base import Message, Outcome, SendResult
+from notifi.model import DeliveryJob
+from notifi.retry import RetryPolicy
+from notifi.runtime import ChildSpec, Mailbox, Supervisor
+from notifi.store import Store
+from tests.support.factories import new_notification
+
+
+class CrashOnceSender:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def send(self, destination: dict[str, Any], message: Message) -> SendResult:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("sender bug")
+        return SendResult(Outcome.DELIVERED, status_code=200, duration_ms=1.0)
+
+
+async def test_crashed_worker_restarts_and_its_job_is_not_lost(
+    store: Store, redis: aioredis.Redis, key_prefix: str
+) -> None:
+    n = new_notification()
+    await store.accept([n])
+    sender = CrashOnceSender()
+    claims = Claims(redis, store, prefix=key_prefix, claim_ttl_s=30, delivered_ttl_s=60)
+    work: Mailbox = Mailbox("work", 10)
+    records: Mailbox = Mailbox("records", 10)
+    crashes: list[str] = []
+    supervisor = Supervisor(
+        [
+            ChildSpec(
+                "recorder",
+                lambda: Recorder("recorder", records, store=store, claims=claims, batch=10),
+            ),
+            ChildSpec(
+                "worker",
+                lambda: DeliveryWorker(
+                    "worker",
+                    work,
+                    records,
+                    store=store,
+                    claims=claims,
+                    senders={"webhook": sender},
+                    policy=RetryPolicy.of([1], 0),
+                    claim_ttl_s=30,
+                ),
+            ),
+        ],
+        max_restarts=3,
+        period_s=10,
+        on_crash=lambda child, exc: crashes.append(child),
+    )
+    running = asyncio.create_task(supervisor.run())
+    key = (n.id, 0)
+    row = (await store.load_jobs([key]))[key]
+    acked = asyncio.Event()
+    now = datetime.now(UTC)
+    await work.put(Work(DeliveryJob(n.id, 0, 1, now), row, "job-token", acked.set, now))
+    await asyncio.wait_for(acked.wait(), 10)
+    supervisor.stop()
+    outcome = await running
+    assert outcome.ok
+    assert crashes == ["worker"]
+    assert sender.calls == 2
+    stored = await store.get(n.id, None)
+    assert stored["status"] == "delivered"
+    assert stored["deliveries"][0]["attempts"] == 1
+    # Redis remembers it: a redelivered copy of the job is skipped.
+    assert await claims.claim((key, "another-copy")) is Claim.DELIVERED
+
+
+async def test_claims_fall_back_to_postgres_when_redis_is_down(store: Store) -> None:
+    n = new_notification()
+    await store.accept([n])
+    down = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    claims = Claims(down, store, prefix="x", claim_ttl_s=30, delivered_ttl_s=60)
+    key = (n.id, 0)
+    assert await claims.claim((key, "a")) is Claim.CLAIMED
+    assert await claims.claim((key, "b")) is Claim.BUSY
+    assert await claims.mark_delivered(key) is False
+    await down.aclose()
