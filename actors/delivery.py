@@ -13,11 +13,11 @@ from typing import Any
 import asyncpg
 import orjson
 import structlog
-from notifi.destinations.base import Message, Outcome, Sender
 
 from notifi import events, metrics
 from notifi.bus import Bus, Consumer
 from notifi.claims import Claim, Claims
+from notifi.destinations.base import Message, Outcome, Sender
 from notifi.model import DeliveryJob, DeliveryStatus
 from notifi.offsets import OffsetTracker
 from notifi.retry import RetryPolicy
