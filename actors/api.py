@@ -47,9 +47,8 @@ class AcceptWriter(Actor):
         self._batch, self._linger_s = batch, linger_s
 
     async def run(self) -> None:
-        assert self.inbox is not None
-        while not self.should_stop or not self.inbox.empty():
-            async with self.inbox.take_batch(self._batch, self._linger_s) as batch:
+        while True:  # until stopped with an empty mailbox: a drain answers every request
+            async with self.receive_batch(self._batch, self._linger_s) as batch:
                 await self._write(batch)
 
     async def _write(self, batch: list[Submission]) -> None:

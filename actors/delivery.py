@@ -165,9 +165,8 @@ class DeliveryWorker(Actor):
         self._senders, self._policy, self._claim_ttl_s = senders, policy, claim_ttl_s
 
     async def run(self) -> None:
-        assert self.inbox is not None
-        while not self.should_stop:
-            async with self.inbox.take() as work:
+        while True:  # until stopped with an empty mailbox
+            async with self.receive() as work:
                 await self._handle(work)
 
     async def _handle(self, work: Work) -> None:
@@ -239,9 +238,8 @@ class Recorder(Actor):
         self._store, self._claims, self._batch = store, claims, batch
 
     async def run(self) -> None:
-        assert self.inbox is not None
-        while not self.should_stop or not self.inbox.empty():
-            async with self.inbox.take_batch(self._batch, 0.002) as records:
+        while True:  # until stopped with an empty mailbox: every outcome is written
+            async with self.receive_batch(self._batch, 0.002) as records:
                 await self._write(records)
 
     async def _write(self, records: list[Record]) -> None:

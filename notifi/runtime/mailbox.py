@@ -1,0 +1,112 @@
+"""Bounded mailboxes whose messages go back to the front when the actor holding them crashes,
+so a restarted actor finds the work its predecessor held."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+_background: set[asyncio.Future[None]] = set()  # keeps wake-up tasks referenced until done
+
+
+class MailboxFull(Exception):
+    """The mailbox is at its bound."""
+
+
+class Stopped(Exception):
+    """The taker was asked to stop and the mailbox is empty: nothing more to do."""
+
+
+class Mailbox(Generic[T]):
+    def __init__(self, name: str, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError(f"mailbox {name}: maxsize must be at least 1")
+        self.name = name
+        self.maxsize = maxsize
+        self._items: deque[T] = deque()
+        lock = asyncio.Lock()
+        self._not_empty = asyncio.Condition(lock)
+        self._not_full = asyncio.Condition(lock)
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def put(self, item: T) -> None:
+        """Adds an item, waiting while the mailbox is full (back-pressure)."""
+        async with self._not_full:
+            await self._not_full.wait_for(lambda: len(self._items) < self.maxsize)
+            self._items.append(item)
+            self._not_empty.notify()
+
+    def put_nowait(self, item: T) -> None:
+        if len(self._items) >= self.maxsize:
+            raise MailboxFull(self.name)
+        self._items.append(item)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wakes takers from synchronous code (the condition needs its lock to notify)."""
+
+        async def notify() -> None:
+            async with self._not_empty:
+                self._not_empty.notify(len(self._items))
+
+        _background.add(task := asyncio.ensure_future(notify()))
+        task.add_done_callback(_background.discard)
+
+    def _requeue(self, items: list[T]) -> None:
+        # Admitted already, so the bound does not apply; order is kept.
+        self._items.extendleft(reversed(items))
+        self._wake()
+
+    def wake_all(self) -> None:
+        """Wakes every waiting taker, e.g. so it notices a stop."""
+
+        async def notify() -> None:
+            async with self._not_empty:
+                self._not_empty.notify_all()
+
+        _background.add(task := asyncio.ensure_future(notify()))
+        task.add_done_callback(_background.discard)
+
+    @asynccontextmanager
+    async def take(self, until: asyncio.Event | None = None) -> AsyncIterator[T]:
+        """One item; it returns to the front of the mailbox if the block raises."""
+        async with self.take_batch(1, until=until) as items:
+            yield items[0]
+
+    @asynccontextmanager
+    async def take_batch(
+        self, max_items: int, linger_s: float = 0.0, until: asyncio.Event | None = None
+    ) -> AsyncIterator[list[T]]:
+        """At least one and at most `max_items` items, waiting up to `linger_s` for more once
+        the first is there; they return to the front, in order, if the block raises.
+        Raises `Stopped` when `until` is set while the mailbox is empty."""
+        stopping = until.is_set if until is not None else lambda: False
+        async with self._not_empty:
+            await self._not_empty.wait_for(lambda: bool(self._items) or stopping())
+            if not self._items:
+                raise Stopped(self.name)
+            if linger_s > 0 and len(self._items) < max_items:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(linger_s):
+                        await self._not_empty.wait_for(lambda: len(self._items) >= max_items)
+            count = min(max_items, len(self._items))
+            items = [self._items.popleft() for _ in range(count)]
+            self._not_full.notify(count)
+            if self._items:
+                self._not_empty.notify()  # more left: pass the turn on
+        try:
+            yield items
+        except BaseException:
+            self._requeue(items)
+            raise
