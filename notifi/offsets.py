@@ -19,6 +19,7 @@ class OffsetTracker:
     def track(self, tp: TopicPartition, offset: int) -> Callable[[], None]:
         """Registers a record in flight; call the result when its work is durable."""
         heapq.heappush(self._pending.setdefault(tp, []), offset)
+        self._committed.setdefault(tp, offset)  # where this consumer started: nothing to commit
         self._next[tp] = max(self._next.get(tp, 0), offset + 1)
 
         def done() -> None:
@@ -39,7 +40,7 @@ class OffsetTracker:
             while heap and heap[0] in done:
                 done.discard(heapq.heappop(heap))
             position = heap[0] if heap else self._next[tp]
-            if position > self._committed.get(tp, -1):
+            if position > self._committed[tp]:
                 self._committed[tp] = position
                 out[tp] = position
         return out

@@ -132,9 +132,9 @@ class Process:
             claim_ttl_s=s.delivery.claim_ttl,
             delivered_ttl_s=s.delivery.delivered_ttl,
         )
-        policy = AddressPolicy(s.delivery.allowed_networks)
+        self.policy = AddressPolicy(s.delivery.allowed_networks)
         self.http = make_session(
-            policy,
+            self.policy,
             limit=s.delivery.max_connections,
             limit_per_host=s.delivery.max_connections_per_host,
         )
@@ -226,7 +226,7 @@ class Process:
         work: Mailbox = Mailbox("delivery-work", s.delivery.mailbox)
         records: Mailbox = Mailbox("delivery-records", s.delivery.mailbox)
         policy = RetryPolicy.of(s.delivery.retry_schedule, s.delivery.retry_jitter)
-        senders = {"webhook": WebhookSender(self.http, s.delivery.timeout)}
+        senders = {"webhook": WebhookSender(self.http, self.policy, s.delivery.timeout)}
         specs = [
             ChildSpec(
                 "recorder",

@@ -23,7 +23,7 @@ def webhook_destination() -> dict[str, Any]:
             "type": {"const": "webhook"},
             "url": {"type": "string", "minLength": 1, "maxLength": 2048, "format": "uri"},
             "secret": {
-                "type": "string",
+                "type": ["string", "null"],
                 "maxLength": 200,
                 "description": "whsec_ + base64 of 24 to 64 random bytes. Never returned.",
             },

@@ -1,0 +1,115 @@
+"""The block on private, loopback and link-local destinations (SSRF), checked on the resolved
+address at connect time so a DNS name cannot smuggle one in."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+MAX_URL_CHARS = 2048
+_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class BlockedAddress(OSError):
+    """The destination resolves only to addresses Notifi may not call."""
+
+
+class AddressPolicy:
+    def __init__(self, allowed_networks: Sequence[str] = ()) -> None:
+        self.allowed = []
+        for cidr in allowed_networks:
+            try:
+                self.allowed.append(ipaddress.ip_network(cidr, strict=False))
+            except ValueError:
+                raise ValueError(f"delivery.allowed_networks: {cidr!r} is not a CIDR") from None
+
+    def is_allowed(self, ip: IPAddress) -> bool:
+        if any(ip in net for net in self.allowed if net.version == ip.version):
+            return True
+        return not _is_internal(ip)
+
+    def check(self, host: str, ip_text: str) -> None:
+        ip = ipaddress.ip_address(ip_text.split("%", 1)[0])  # drop an IPv6 zone id
+        if not self.is_allowed(ip):
+            raise BlockedAddress(
+                f"{host} is {ip}, a private, loopback or link-local address; "
+                "add it to delivery.allowed_networks to allow it"
+            )
+
+
+def _is_internal(ip: IPAddress) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo or (None, None))[1]
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is None and int(ip) >> 32 == 0 and int(ip) > 1:  # IPv4-compatible ::a.b.c.d
+            embedded = ipaddress.IPv4Address(int(ip))
+        if embedded is not None and _is_internal(embedded):
+            return True
+    if isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED:
+        return True
+    return (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
+    )
+
+
+def literal_ip(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver, keeping only addresses the policy allows."""
+
+    def __init__(self, policy: AddressPolicy, inner: AbstractResolver | None = None) -> None:
+        self._policy = policy
+        self._inner = inner or DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        allowed = [r for r in found if self._policy.is_allowed(literal_ip(r["host"]))]
+        if not allowed:
+            self._policy.check(host, found[0]["host"])  # raises, naming the address
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def check_url(url: str) -> str | None:
+    """What is wrong with a destination URL's shape (no DNS here), or None."""
+    if len(url) > MAX_URL_CHARS:
+        return f"must be at most {MAX_URL_CHARS} characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http or https URL"
+    if not parts.hostname:
+        return "must name a host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials (use headers or a secret)"
+    if port == 0:
+        return "must not use port 0"
+    if any(c.isspace() for c in url):
+        return "must not contain spaces"
+    return None

@@ -1,0 +1,134 @@
+"""Webhooks: a JSON POST with the Standard Webhooks headers (`webhook-id`, `-timestamp`,
+`-signature`), classified into delivered, retry or permanent."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from notifi.destinations.base import Message, Outcome, SendResult, bounded
+from notifi.destinations.network import AddressPolicy, BlockedAddress, GuardedResolver, literal_ip
+
+SECRET_PREFIX = "whsec_"
+USER_AGENT = "Notifi/0.1"
+_RETRYABLE = {408, 425, 429}
+_READ_LIMIT = 4096
+
+
+def validate_secret(secret: str) -> str | None:
+    """What is wrong with a signing secret, or None: whsec_ + base64 of 24 to 64 bytes."""
+    if not secret.startswith(SECRET_PREFIX):
+        return f"must start with {SECRET_PREFIX}"
+    try:
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        return f"must be {SECRET_PREFIX} followed by base64"
+    if not 24 <= len(key) <= 64:
+        return "must encode 24 to 64 bytes"
+    return None
+
+
+def sign(secret: str, msg_id: str, timestamp: int, payload: bytes) -> str:
+    """The Standard Webhooks signature: v1,base64(HMAC-SHA256(key, id.timestamp.payload))."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    signed = f"{msg_id}.{timestamp}.".encode() + payload
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP-date; None when absent or unreadable."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - (now if now is not None else time.time()), 0.0)
+
+
+def make_session(
+    policy: AddressPolicy, *, limit: int = 512, limit_per_host: int = 64
+) -> aiohttp.ClientSession:
+    """The one HTTP client session of a delivery process, resolving through the guard."""
+    connector = aiohttp.TCPConnector(
+        resolver=GuardedResolver(policy), limit=limit, limit_per_host=limit_per_host
+    )
+    return aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT})
+
+
+class WebhookSender:
+    def __init__(self, session: aiohttp.ClientSession, policy: AddressPolicy, timeout_s: float):
+        self._session = session
+        self._policy = policy
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def send(self, destination: Mapping[str, Any], message: Message) -> SendResult:
+        started = time.perf_counter()
+        result = await self._send(destination, message)
+        duration_ms = (time.perf_counter() - started) * 1000
+        return SendResult(
+            result.outcome, result.status_code, result.error, result.retry_after_s, duration_ms
+        )
+
+    async def _send(self, destination: Mapping[str, Any], message: Message) -> SendResult:
+        url = destination["url"]
+        timestamp = int(time.time())
+        headers = {
+            **(destination.get("headers") or {}),
+            "content-type": "application/json",
+            "webhook-id": message.id,
+            "webhook-timestamp": str(timestamp),
+        }
+        if secret := destination.get("secret"):
+            headers["webhook-signature"] = sign(secret, message.id, timestamp, message.payload)
+        try:
+            host = URL(url).host or ""
+            if (ip := literal_ip(host)) is not None:  # aiohttp skips the resolver for these
+                self._policy.check(host, str(ip))
+            async with self._session.post(
+                url,
+                data=message.payload,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                text = await response.content.read(_READ_LIMIT)
+                return _classify(response, text.decode(errors="replace"))
+        except BlockedAddress as exc:
+            return SendResult(Outcome.PERMANENT, error=bounded(str(exc)))
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, BlockedAddress):
+                return SendResult(Outcome.PERMANENT, error=bounded(str(exc.os_error)))
+            return SendResult(Outcome.RETRY, error=bounded(f"connection failed: {exc.strerror}"))
+        except (aiohttp.InvalidURL, ValueError) as exc:
+            return SendResult(Outcome.PERMANENT, error=bounded(f"invalid URL: {exc}"))
+        except TimeoutError:
+            return SendResult(Outcome.RETRY, error=f"timed out after {self._timeout.total:g}s")
+        except (aiohttp.ClientError, OSError) as exc:
+            return SendResult(Outcome.RETRY, error=bounded(f"{type(exc).__name__}: {exc}"))
+
+
+def _classify(response: aiohttp.ClientResponse, text: str) -> SendResult:
+    status = response.status
+    if 200 <= status < 300:
+        return SendResult(Outcome.DELIVERED, status)
+    error = bounded(f"HTTP {status}: {text.strip()}" if text.strip() else f"HTTP {status}")
+    if status in _RETRYABLE or status >= 500:
+        after = retry_after_s(response.headers.get("Retry-After"))
+        return SendResult(Outcome.RETRY, status, error, after)
+    if 300 <= status < 400:
+        error = bounded(
+            f"HTTP {status}: redirects are not followed ({response.headers.get('Location', '')})"
+        )
+    return SendResult(Outcome.PERMANENT, status, error)
