@@ -90,7 +90,7 @@ async def test_delivers_a_signed_webhook(notifi: str, receiver: Receiver) -> Non
     assert payload["body"] == "api v2.3 is live" and payload["data"] == {"service": "api"}
     done = await wait_status(notifi, doc["id"], "delivered")
     assert done["destinations"][0]["attempts"] == 1
-    assert "secret" not in str(done)
+    assert SECRET[6:] not in str(done)
     await asyncio.sleep(0.5)
     assert receiver.count("ok") == 1
 
