@@ -32,8 +32,8 @@ async def ensure_database(dsn: str) -> None:
             quoted = name.replace('"', '""')
             await admin.execute(f'CREATE DATABASE "{quoted}"')
             log.info("database_created", database=name)
-        except asyncpg.DuplicateDatabaseError:
-            pass
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            pass  # another process created it first
         finally:
             await admin.close()
     else:
