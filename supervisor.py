@@ -13,9 +13,12 @@ import asyncio
 import signal
 import sys
 
+import asyncpg
 import structlog
+from aiokafka.errors import KafkaError
 
 from notifi import logs, metrics
+from notifi.bus import BusError
 from notifi.roles import ROLES, Plan, Process, check
 from notifi.runtime import Supervisor
 from notifi.settings import Settings, SettingsError, load
@@ -25,6 +28,7 @@ log = structlog.get_logger("supervisor")
 
 EXIT_GAVE_UP = 1
 EXIT_BAD_SETTINGS = 2
+EXIT_START_FAILED = 3
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -117,7 +121,12 @@ async def run_migrations(settings: Settings) -> int:
 
 async def serve(settings: Settings, plan: Plan) -> int:
     process = Process(settings, plan)
-    await process.open()
+    try:
+        await process.open()
+    except (OSError, asyncpg.PostgresError, BusError, KafkaError) as exc:
+        log.error("start_failed", error=repr(exc), hint="is Postgres (or Kafka) reachable?")
+        await process.close()
+        return EXIT_START_FAILED
     supervisor: Supervisor | None = None
     try:
 

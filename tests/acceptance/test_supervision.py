@@ -72,3 +72,10 @@ def test_migrate_command(dsn: str) -> None:
     result = run(["migrate"], {"NOTIFI_POSTGRES__DSN": dsn})
     assert result.returncode == 0, result.stderr
     assert "migrations_done" in result.stderr
+
+
+def test_unreachable_postgres_stops_start_up_with_a_message() -> None:
+    result = run([], {"NOTIFI_POSTGRES__DSN": "postgresql://postgres@127.0.0.1:1/none"})
+    assert result.returncode == 3, result.stderr
+    assert "start_failed" in result.stderr
+    assert "Traceback" not in result.stderr
