@@ -7,17 +7,16 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import statistics
 import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
 import asyncpg
 import orjson
 from aiohttp import web
 
+from bench.load import client
 from tests.support.process import NotifiProcess, free_port
 
 PG = os.environ.get("NOTIFI_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -55,50 +54,6 @@ class Receiver:
         return f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
 
 
-async def _post_many(
-    api: str,
-    hook: str,
-    prefix: str,
-    count: int,
-    concurrency: int,
-    rate: float | None,
-    scheduled_at: str | None,
-) -> list[tuple[str, float, float]]:
-    """Posts `count` notifications; returns (marker, sent_at, latency_s) for each."""
-    out: list[tuple[str, float, float]] = []
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(count):
-        queue.put_nowait(i)
-    started = time.perf_counter()
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as http:
-
-        async def worker() -> None:
-            while not queue.empty():
-                i = queue.get_nowait()
-                if rate:
-                    delay = started + i / rate - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                marker = f"{prefix}-{i}"
-                body = {"body": marker, "destinations": [{"type": "webhook", "url": hook}]}
-                if scheduled_at:
-                    body["scheduled_at"] = scheduled_at
-                t0 = time.perf_counter()
-                sent = time.time()
-                async with http.post(f"{api}/api/notifications", json=body) as r:
-                    await r.read()
-                    assert r.status == 202, r.status
-                out.append((marker, sent, time.perf_counter() - t0))
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return out
-
-
-def _client(args: tuple) -> list[tuple[str, float, float]]:
-    return asyncio.run(_post_many(*args))
-
-
 def post_in_processes(
     api: str,
     hook: str,
@@ -125,13 +80,15 @@ def post_in_processes(
     ]
     started = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        results = pool.map(_client, jobs)
+        results = pool.map(client, jobs)
     return [r for part in results for r in part], time.perf_counter() - started
 
 
 async def wait_arrivals(receiver: Receiver, markers: list[str], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not all(m in receiver.arrivals for m in markers):
+    while time.monotonic() < deadline:
+        if all(m in receiver.arrivals for m in markers):
+            return
         await asyncio.sleep(0.05)
 
 

@@ -15,6 +15,7 @@ from actors.api import AcceptWriter, HttpServer, submit
 from actors.delivery import DeliveryConsumer, DeliveryWorker, Recorder
 from actors.poller import Backstop, Poller
 from actors.router import Router
+from notifi import metrics
 from notifi.api.app import ApiContext, build_app
 from notifi.api.health import health_app
 from notifi.bus import Bus, KafkaBus, MemoryBus, topic_names
@@ -22,7 +23,7 @@ from notifi.claims import Claims
 from notifi.destinations.network import AddressPolicy
 from notifi.destinations.webhook import WebhookSender, make_session
 from notifi.retry import RetryPolicy
-from notifi.runtime import ChildSpec, Mailbox
+from notifi.runtime import Actor, ChildSpec, Mailbox, Restart
 from notifi.settings import Settings, SettingsError
 from notifi.store import Store, ensure_database, migrate
 from notifi.validation import Limits, Validator
@@ -66,6 +67,20 @@ def check(settings: Settings, plan: Plan) -> None:
         )
 
 
+class MailboxGauge(Actor):
+    """Samples the depth of the process's mailboxes into a gauge once a second."""
+
+    def __init__(self, mailboxes: list[Mailbox]) -> None:
+        super().__init__("mailbox-gauge")
+        self._mailboxes = mailboxes
+
+    async def run(self) -> None:
+        while not self.should_stop:
+            for box in self._mailboxes:
+                metrics.mailbox_depth.set({"mailbox": box.name}, box.qsize())
+            await self.sleep(1.0)
+
+
 class Process:
     """The resources of one Notifi process, opened before its actors and closed after."""
 
@@ -78,6 +93,7 @@ class Process:
         self.bus: Bus
         self.claims: Claims | None = None
         self.draining = False
+        self.mailboxes: list[Mailbox] = []
 
     async def open(self) -> None:
         s = self.settings
@@ -147,6 +163,7 @@ class Process:
         return {
             "accepting": not self.draining,
             "postgres": await self.store.ping(),
+            "bus": await self.bus.ping(),
             "actors": actors_running(),
         }
 
@@ -218,6 +235,8 @@ class Process:
                 )
         if "api" in plan.roles:
             specs += self._api_children(ready, timeout)
+        boxes = self.mailboxes
+        specs.append(ChildSpec("mailbox-gauge", lambda: MailboxGauge(boxes), Restart.TRANSIENT))
         return specs
 
     def _delivery_children(self, timeout: float) -> list[ChildSpec]:
@@ -225,6 +244,7 @@ class Process:
         assert self.claims is not None
         work: Mailbox = Mailbox("delivery-work", s.delivery.mailbox)
         records: Mailbox = Mailbox("delivery-records", s.delivery.mailbox)
+        self.mailboxes += [work, records]
         policy = RetryPolicy.of(s.delivery.retry_schedule, s.delivery.retry_jitter)
         senders = {"webhook": WebhookSender(self.http, self.policy, s.delivery.timeout)}
         specs = [
@@ -281,6 +301,7 @@ class Process:
     ) -> list[ChildSpec]:
         s = self.settings
         inbox: Mailbox = Mailbox("accept", s.api.accept_batch * 4)
+        self.mailboxes.append(inbox)
         limits = Limits(
             s.api.max_destinations,
             s.api.max_title_chars,
