@@ -224,6 +224,24 @@ async def delete_notification(request: web.Request) -> web.Response:
     return json_response(resources.notification(row))
 
 
+async def list_attempts(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    notification_id = _notification_id(request)
+    if await ctx.store.get(notification_id, _client(request)) is None:
+        raise NotFound("No notification has this id.", pointer="id")
+    rows = await ctx.store.attempts(notification_id)
+    return json_response({"items": [resources.attempt(r) for r in rows]})
+
+
+async def retry_notification(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    notification_id, client = _notification_id(request), _client(request)
+    if await ctx.store.replay(notification_id, client) is None:
+        raise NotFound("No notification has this id.", pointer="id")
+    row = await ctx.store.get(notification_id, client)
+    return json_response(resources.notification(row), 202)
+
+
 async def openapi_document(request: web.Request) -> web.Response:
     return json_response(request.app[OPENAPI])
 
@@ -239,6 +257,8 @@ def build_app(ctx: ApiContext, max_body_bytes: int) -> web.Application:
     app.router.add_get("/api/notifications", list_notifications, allow_head=False)
     app.router.add_get("/api/notifications/{id}", get_notification, allow_head=False)
     app.router.add_delete("/api/notifications/{id}", delete_notification)
+    app.router.add_get("/api/notifications/{id}/attempts", list_attempts, allow_head=False)
+    app.router.add_post("/api/notifications/{id}/retry", retry_notification)
     app.router.add_get("/api/openapi.json", openapi_document, allow_head=False)
     add_health_routes(app, ctx.ready)
     return app

@@ -123,6 +123,25 @@ def openapi(validator: Validator) -> dict[str, Any]:
                     },
                 },
             },
+            "/api/notifications/{id}/attempts": {
+                "parameters": [_ID],
+                "get": {
+                    "operationId": "listAttempts",
+                    "responses": {
+                        "200": _json("AttemptList", "Every attempt, oldest first."),
+                        "404": missing,
+                    },
+                },
+            },
+            "/api/notifications/{id}/retry": {
+                "parameters": [_ID],
+                "post": {
+                    "operationId": "retryNotification",
+                    "description": "One more attempt for each failed or cancelled delivery "
+                    "(a deleted notification is restored); delivered ones are left alone.",
+                    "responses": {"202": _json("Notification", "Re-queued."), "404": missing},
+                },
+            },
             "/healthz": {
                 "get": {"operationId": "healthz", "responses": {"200": {"description": "Alive."}}}
             },
@@ -167,6 +186,11 @@ def openapi(validator: Validator) -> dict[str, Any]:
                     },
                 },
                 "Problem": schemas.problem(),
+                "AttemptList": {
+                    "type": "object",
+                    "required": ["items"],
+                    "properties": {"items": {"type": "array", "items": schemas.attempt()}},
+                },
             }
         },
     }

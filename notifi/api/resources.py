@@ -37,6 +37,19 @@ def delivery(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def attempt(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "position": row["position"],
+        "destination": _destination(row["destination"]),
+        "attempt": row["attempt"],
+        "started_at": row["started_at"],
+        "duration_ms": round(row["duration_ms"], 3),
+        "outcome": row["outcome"],
+        "status_code": row["status_code"],
+        "error": row["error"],
+    }
+
+
 def notification(row: Mapping[str, Any]) -> dict[str, Any]:
     """A stored notification (with its "deliveries" rows) as the API shows it."""
     return {

@@ -130,6 +130,23 @@ def notification() -> dict[str, Any]:
     }
 
 
+def attempt() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["position", "destination", "attempt", "started_at", "outcome"],
+        "properties": {
+            "position": {"type": "integer"},
+            "destination": {"type": "object"},
+            "attempt": {"type": "integer"},
+            "started_at": {"type": "string", "format": "date-time"},
+            "duration_ms": {"type": "number"},
+            "outcome": {"enum": ["delivered", "retry", "permanent"]},
+            "status_code": {"type": ["integer", "null"]},
+            "error": {"type": ["string", "null"]},
+        },
+    }
+
+
 def problem() -> dict[str, Any]:
     return {
         "type": "object",

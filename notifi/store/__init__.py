@@ -175,6 +175,19 @@ class Store:
             await conn.execute(query("refresh_status"), [notification_id])
             return True
 
+    async def attempts(self, notification_id: UUID) -> list[asyncpg.Record]:
+        return await self.pool.fetch(query("attempts_of"), notification_id)
+
+    async def replay(self, notification_id: UUID, client_id: str | None) -> int | None:
+        """Re-queues failed and cancelled deliveries; None when there is no such notification."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(query("replay"), notification_id, client_id)
+            if not row["found"]:
+                return None
+            if row["reopened"]:
+                await conn.execute(query("refresh_status"), [notification_id])
+            return row["reopened"]
+
     # -- router and poller ------------------------------------------------------------
 
     async def route(self, ids: Sequence[UUID], horizon_s: float) -> list[DeliveryJob]:

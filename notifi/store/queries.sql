@@ -238,3 +238,31 @@ SELECT k.notification_id, k.position, k.attempt, k.due_at, n.partition_key
        AS k(notification_id, position, attempt, due_at)
   JOIN notifications n ON n.id = k.notification_id
  WHERE n.deleted_at IS NULL;
+
+-- name: attempts_of --
+SELECT a.position, a.attempt, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error,
+       d.destination
+  FROM delivery_attempts a
+  JOIN deliveries d USING (notification_id, position)
+ WHERE a.notification_id = $1
+ ORDER BY a.started_at, a.id;
+
+-- name: replay --
+-- Failed and cancelled deliveries get one more attempt, due now; a deleted notification is
+-- restored (cancelled deliveries only come from a delete). Delivered ones are left alone.
+WITH n AS (
+    UPDATE notifications
+       SET deleted_at = NULL, updated_at = now()
+     WHERE id = $1 AND ($2::text IS NULL OR client_id = $2)
+ RETURNING id, partition_key
+), reopened AS (
+    UPDATE deliveries d
+       SET status = 'pending', next_attempt_at = now(), claimed_until = NULL, updated_at = now()
+      FROM n
+     WHERE d.notification_id = n.id AND d.status IN ('failed', 'cancelled')
+ RETURNING d.notification_id, d.position, d.attempts, n.partition_key
+), queued AS (
+    INSERT INTO outbox (notification_id, position, attempt, due_at, partition_key)
+    SELECT notification_id, position, attempts + 1, now(), partition_key FROM reopened
+)
+SELECT (SELECT count(*) FROM n) AS found, (SELECT count(*) FROM reopened) AS reopened;

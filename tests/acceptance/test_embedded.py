@@ -22,7 +22,9 @@ SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver(script={"flaky": [500, 500, 200], "bad": [400], "down": [503]}).start()
+    r = await Receiver(
+        script={"flaky": [500, 500, 200], "bad": [400], "down": [503], "fixed": [400, 200]}
+    ).start()
     yield r
     await r.stop()
 
@@ -184,3 +186,50 @@ async def test_always_failing_ends_failed_after_the_schedule(
     assert receiver.count("down") == 3  # 1 + len(retry_schedule)
     assert [d["status"] for d in done["destinations"]] == ["failed", "delivered"]
     assert done["destinations"][0]["attempts"] == 3
+
+
+async def test_attempt_log(notifi: str, receiver: Receiver) -> None:
+    doc = await post(
+        notifi, {"body": "x", "destinations": [{"type": "webhook", "url": receiver.url("flaky")}]}
+    )
+    await wait_status(notifi, doc["id"], "delivered")
+    log = await get(notifi, f"/api/notifications/{doc['id']}/attempts")
+    assert [(a["attempt"], a["outcome"], a["status_code"]) for a in log["items"]] == [
+        (1, "retry", 500),
+        (2, "retry", 500),
+        (3, "delivered", 200),
+    ]
+    assert all(
+        a["duration_ms"] >= 0 and a["destination"]["type"] == "webhook" for a in log["items"]
+    )
+    assert "HTTP 500" in log["items"][0]["error"]
+
+
+async def test_replay_requeues_failed_deliveries_only(notifi: str, receiver: Receiver) -> None:
+    doc = await post(
+        notifi,
+        {
+            "body": "x",
+            "destinations": [
+                {"type": "webhook", "url": receiver.url("fixed")},
+                {"type": "webhook", "url": receiver.url("fine2")},
+            ],
+        },
+    )
+    await wait_status(notifi, doc["id"], "partially_failed")
+    url = f"{notifi}/api/notifications/{doc['id']}/retry"
+    async with aiohttp.ClientSession() as http, http.post(url) as r:
+        assert r.status == 202
+    done = await wait_status(notifi, doc["id"], "delivered")
+    assert receiver.count("fixed") == 2 and receiver.count("fine2") == 1
+    assert [d["attempts"] for d in done["destinations"]] == [2, 1]
+
+
+@pytest.mark.parametrize("path", ["/retry", "/attempts"])
+async def test_replay_and_attempts_of_unknown_ids(notifi: str, path: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        for nid in ["nope", "0190e8c8-aaaa-7bbb-8ccc-ddddeeeeffff"]:
+            method = http.post if path == "/retry" else http.get
+            async with method(f"{notifi}/api/notifications/{nid}{path}") as r:
+                assert r.status == 404
+                assert r.content_type == "application/problem+json"
