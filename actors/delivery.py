@@ -15,7 +15,7 @@ import orjson
 import structlog
 
 from notifi import events, metrics
-from notifi.bus import Bus, Consumer
+from notifi.bus import Bus, BusError, Consumer
 from notifi.claims import Claim, Claims
 from notifi.destinations.base import Message, Outcome, Sender
 from notifi.model import DeliveryJob, DeliveryStatus
@@ -232,10 +232,19 @@ class Recorder(Actor):
     While Postgres is down it keeps the batch and tries again: nothing is acked unwritten."""
 
     def __init__(
-        self, name: str, inbox: Mailbox[Record], *, store: Store, claims: Claims, batch: int
+        self,
+        name: str,
+        inbox: Mailbox[Record],
+        *,
+        store: Store,
+        claims: Claims,
+        batch: int,
+        bus: Bus,
+        events_topic: str,
     ) -> None:
         super().__init__(name, inbox)
         self._store, self._claims, self._batch = store, claims, batch
+        self._bus, self._events_topic = bus, events_topic
 
     async def run(self) -> None:
         while True:  # until stopped with an empty mailbox: every outcome is written
@@ -263,3 +272,34 @@ class Recorder(Actor):
         )
         for r in records:
             r.work.ack()
+        await self._publish_events(records)
+
+    async def _publish_events(self, records: list[Record]) -> None:
+        """Operational events, after the record is durable; best effort (the database is the
+        record, the topic a feed for other systems)."""
+        out = []
+        for r in records:
+            f = r.finished
+            if f is None or f.outcome is None:
+                continue  # nothing was attempted
+            if f.new_status is DeliveryStatus.DELIVERED:
+                kind = events.SUCCEEDED
+            elif f.new_status is DeliveryStatus.FAILED:
+                kind = events.EXHAUSTED if f.outcome == Outcome.RETRY else events.FAILED
+            else:
+                continue
+            out.append(
+                events.delivery_outcome(
+                    kind,
+                    f.job,
+                    client_id=r.work.row["client_id"],
+                    channel=r.work.row["kind"],
+                    status_code=f.status_code,
+                    error=f.error,
+                )
+            )
+        if out:
+            try:
+                await self._bus.publish(self._events_topic, out)
+            except BusError as exc:
+                log.warning("events_publish_failed", error=str(exc), count=len(out))

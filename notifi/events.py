@@ -18,6 +18,10 @@ from notifi.model import DeliveryJob
 
 ACCEPTED = "notification.accepted"
 DELIVERY_DUE = "delivery.due"
+# Operational events on <prefix>.events, for other systems to react to.
+SUCCEEDED = "delivery.succeeded"
+FAILED = "delivery.failed"  # ended failed at once: a permanent failure
+EXHAUSTED = "delivery.exhausted"  # ended failed: the retry schedule ran out
 VERSION = 1
 
 
@@ -90,3 +94,25 @@ def read_delivery_due(raw: bytes) -> DeliveryJob:
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise BadEvent(f"bad {DELIVERY_DUE}: {exc}") from None
+
+
+def delivery_outcome(
+    kind: str,
+    job: DeliveryJob,
+    *,
+    client_id: str,
+    channel: str,
+    status_code: int | None,
+    error: str | None,
+) -> tuple[bytes, bytes]:
+    """(key, value) of an operational event about one delivery's end."""
+    data = {
+        "notification_id": str(job.notification_id),
+        "client_id": client_id,
+        "position": job.position,
+        "channel": channel,
+        "attempt": job.attempt,
+        "status_code": status_code,
+        "error": error,
+    }
+    return job.notification_id.bytes, envelope(kind, data)

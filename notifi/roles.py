@@ -112,7 +112,7 @@ class Process:
         else:
             self.bus = KafkaBus(
                 s.kafka.bootstrap_servers,
-                topics=[self.topics.notifications, self.topics.deliveries],
+                topics=[self.topics.notifications, self.topics.deliveries, self.topics.events],
                 partitions=s.kafka.partitions,
                 replication_factor=s.kafka.replication_factor,
                 enable_idempotence=s.kafka.enable_idempotence,
@@ -256,6 +256,8 @@ class Process:
                     store=self.store,
                     claims=self.claims,
                     batch=s.delivery.record_batch,
+                    bus=self.bus,
+                    events_topic=topics.events,
                 ),
                 shutdown_timeout_s=timeout,
             )

@@ -7,9 +7,11 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
 from actors.delivery import DeliveryWorker, Recorder, Work
+from notifi.bus import MemoryBus
 from notifi.claims import Claim, Claims
 from notifi.destinations.base import Message, Outcome, SendResult
 from notifi.model import DeliveryJob
@@ -17,6 +19,7 @@ from notifi.retry import RetryPolicy
 from notifi.runtime import ChildSpec, Mailbox, Supervisor
 from notifi.store import Store
 from tests.support.factories import new_notification
+from tests.unit.test_model import schema
 
 
 class CrashOnceSender:
@@ -37,6 +40,9 @@ async def test_crashed_worker_restarts_and_its_job_is_not_lost(
     await store.accept([n])
     sender = CrashOnceSender()
     claims = Claims(redis, store, prefix=key_prefix, claim_ttl_s=30, delivered_ttl_s=60)
+    bus = MemoryBus()
+    events_feed = bus.consumer("t.events", "test")
+    await events_feed.start()
     work: Mailbox = Mailbox("work", 10)
     records: Mailbox = Mailbox("records", 10)
     crashes: list[str] = []
@@ -44,7 +50,15 @@ async def test_crashed_worker_restarts_and_its_job_is_not_lost(
         [
             ChildSpec(
                 "recorder",
-                lambda: Recorder("recorder", records, store=store, claims=claims, batch=10),
+                lambda: Recorder(
+                    "recorder",
+                    records,
+                    store=store,
+                    claims=claims,
+                    batch=10,
+                    bus=bus,
+                    events_topic="t.events",
+                ),
             ),
             ChildSpec(
                 "worker",
@@ -79,6 +93,10 @@ async def test_crashed_worker_restarts_and_its_job_is_not_lost(
     stored = await store.get(n.id, None)
     assert stored["status"] == "delivered"
     assert stored["deliveries"][0]["attempts"] == 1
+    [event] = await events_feed.fetch(10, timeout_s=1)
+    body = orjson.loads(event.value)
+    schema("delivery.succeeded.v1.json")(body)
+    assert body["data"]["notification_id"] == str(n.id) and body["data"]["status_code"] == 200
     # Redis remembers it: a redelivered copy of the job is skipped.
     assert await claims.claim((key, "another-copy")) is Claim.DELIVERED
 

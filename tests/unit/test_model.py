@@ -102,3 +102,12 @@ def test_bad_events_are_refused(raw: bytes) -> None:
         events.read_delivery_due(raw)
     with pytest.raises(events.BadEvent):
         events.read_accepted(raw)
+
+
+@pytest.mark.parametrize("kind", [events.SUCCEEDED, events.FAILED, events.EXHAUSTED])
+def test_operational_events_validate(kind: str) -> None:
+    job = DeliveryJob(uuid4(), 0, 2, datetime(2026, 11, 24, 18, tzinfo=UTC))
+    _, value = events.delivery_outcome(
+        kind, job, client_id="c1", channel="webhook", status_code=503, error="HTTP 503"
+    )
+    schema(f"{kind}.v1.json")(orjson.loads(value))
