@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -18,6 +19,7 @@ from notifi import events, metrics
 from notifi.bus import Bus, BusError, Consumer
 from notifi.claims import Claim, Claims
 from notifi.destinations.base import Message, Outcome, Sender
+from notifi.hosts import HostGate
 from notifi.model import DeliveryJob, DeliveryStatus
 from notifi.offsets import OffsetTracker
 from notifi.retry import RetryPolicy
@@ -130,6 +132,14 @@ class DeliveryConsumer(Actor):
             await self._consumer.stop()
 
 
+def destination_host(row: Mapping[str, Any]) -> str:
+    """The host a delivery talks to, for the per-host bound and breaker."""
+    destination = row["destination"]
+    if "url" in destination:
+        return urlsplit(destination["url"]).hostname or ""
+    return str(row["kind"])  # channels without a URL share one server (e.g. the SMTP relay)
+
+
 def webhook_payload(row: Mapping[str, Any]) -> bytes:
     return orjson.dumps(
         {
@@ -159,10 +169,12 @@ class DeliveryWorker(Actor):
         senders: Mapping[str, Sender],
         policy: RetryPolicy,
         claim_ttl_s: float,
+        gate: HostGate,
     ) -> None:
         super().__init__(name, inbox)
         self._recorder, self._store, self._claims = recorder, store, claims
         self._senders, self._policy, self._claim_ttl_s = senders, policy, claim_ttl_s
+        self._gate = gate
 
     async def run(self) -> None:
         while True:  # until stopped with an empty mailbox
@@ -179,12 +191,33 @@ class DeliveryWorker(Actor):
         ):
             work.ack()
             return
+        host = destination_host(work.row)
+        wait_s = self._gate.admit(host)
+        if wait_s is not None:  # the host is paused or at its bound: wait in the outbox
+            metrics.deferred.inc({"reason": str(self._gate.state(host))})
+            later = DeliveryJob(
+                job.notification_id,
+                job.position,
+                job.attempt,
+                datetime.now(UTC) + timedelta(seconds=wait_s),
+            )
+            await self._recorder.put(Record(work, requeue=later))
+            return
+        host_failed: bool | None = None
+        try:
+            host_failed = await self._claim_and_send(work)
+        finally:
+            self._gate.release(host, host_failed=host_failed)
+
+    async def _claim_and_send(self, work: Work) -> bool | None:
+        """Returns whether the host failed (None when nothing was sent)."""
+        job = work.job
         claim = await self._claims.claim((job.key, work.token))
         if claim is Claim.DELIVERED:
             metrics.claims_skipped.inc({"reason": "delivered"})
             finished = Finished(job, DeliveryStatus.DELIVERED)  # Postgres catches up
             await self._recorder.put(Record(work, finished=finished))
-            return
+            return None
         if claim is Claim.BUSY:
             metrics.claims_skipped.inc({"reason": "busy"})
             later = DeliveryJob(
@@ -194,8 +227,10 @@ class DeliveryWorker(Actor):
                 datetime.now(UTC) + timedelta(seconds=self._claim_ttl_s),
             )
             await self._recorder.put(Record(work, requeue=later))
-            return
-        await self._recorder.put(Record(work, finished=await self._attempt(work)))
+            return None
+        finished = await self._attempt(work)
+        await self._recorder.put(Record(work, finished=finished))
+        return finished.outcome == Outcome.RETRY
 
     async def _attempt(self, work: Work) -> Finished:
         job, row, kind = work.job, work.row, work.row["kind"]

@@ -70,6 +70,11 @@ claims_skipped = Counter(
     "Jobs not sent because of a claim, by reason (delivered or busy).",
     registry=REGISTRY,
 )
+deferred = Counter(
+    "notifi_delivery_deferred_total",
+    "Jobs sent back to the outbox unattempted, by breaker state (closed: at the per-host bound).",
+    registry=REGISTRY,
+)
 mailbox_depth = Gauge(
     "notifi_mailbox_depth", "Messages waiting in an actor's mailbox.", registry=REGISTRY
 )

@@ -22,6 +22,7 @@ from notifi.bus import Bus, KafkaBus, MemoryBus, topic_names
 from notifi.claims import Claims
 from notifi.destinations.network import AddressPolicy
 from notifi.destinations.webhook import WebhookSender, make_session
+from notifi.hosts import HostGate
 from notifi.retry import RetryPolicy
 from notifi.runtime import Actor, ChildSpec, Mailbox, Restart
 from notifi.settings import Settings, SettingsError
@@ -247,6 +248,12 @@ class Process:
         self.mailboxes += [work, records]
         policy = RetryPolicy.of(s.delivery.retry_schedule, s.delivery.retry_jitter)
         senders = {"webhook": WebhookSender(self.http, self.policy, s.delivery.timeout)}
+        gate = HostGate(
+            max_in_flight=s.delivery.max_in_flight_per_host,
+            failure_threshold=s.delivery.breaker_threshold,
+            cooldown_s=s.delivery.breaker_cooldown,
+            max_cooldown_s=s.delivery.breaker_max_cooldown,
+        )
         specs = [
             ChildSpec(
                 "recorder",
@@ -275,6 +282,7 @@ class Process:
                         senders=senders,
                         policy=policy,
                         claim_ttl_s=s.delivery.claim_ttl,
+                        gate=gate,
                     ),
                     shutdown_timeout_s=timeout,
                 )

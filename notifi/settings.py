@@ -102,6 +102,10 @@ class Delivery:
     delivered_ttl: float
     max_connections: int
     max_connections_per_host: int
+    max_in_flight_per_host: int
+    breaker_threshold: int
+    breaker_cooldown: float
+    breaker_max_cooldown: float
     record_batch: int
     mailbox: int
 
@@ -208,6 +212,10 @@ _POSITIVE = {
     "delivered_ttl",
     "max_connections",
     "max_connections_per_host",
+    "max_in_flight_per_host",
+    "breaker_threshold",
+    "breaker_cooldown",
+    "breaker_max_cooldown",
     "record_batch",
     "mailbox",
     "restart_period",

@@ -14,6 +14,7 @@ from actors.delivery import DeliveryWorker, Recorder, Work
 from notifi.bus import MemoryBus
 from notifi.claims import Claim, Claims
 from notifi.destinations.base import Message, Outcome, SendResult
+from notifi.hosts import HostGate
 from notifi.model import DeliveryJob
 from notifi.retry import RetryPolicy
 from notifi.runtime import ChildSpec, Mailbox, Supervisor
@@ -71,6 +72,9 @@ async def test_crashed_worker_restarts_and_its_job_is_not_lost(
                     senders={"webhook": sender},
                     policy=RetryPolicy.of([1], 0),
                     claim_ttl_s=30,
+                    gate=HostGate(
+                        max_in_flight=4, failure_threshold=3, cooldown_s=1, max_cooldown_s=2
+                    ),
                 ),
             ),
         ],

@@ -33,6 +33,8 @@ class Receiver:
     delay_s: float = 0.0
     received: dict[str, list[Received]] = field(default_factory=lambda: defaultdict(list))
     port: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
     _runner: web.AppRunner | None = None
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -58,8 +60,13 @@ class Receiver:
         body = await request.read()
         self.received[path].append(Received(path, dict(request.headers), body, time.time()))
         self._arrived.set()
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+        finally:
+            self.in_flight -= 1
         statuses = self.script.get(path, [200])
         n = len(self.received[path])
         status = statuses[min(n, len(statuses)) - 1]

@@ -1,0 +1,88 @@
+"""Per-host fairness and protection: a bound on attempts in flight to one host, and a
+circuit breaker that pauses a host that keeps failing. State is per process; a deferred job
+waits in the outbox, not in memory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+BUSY_RETRY_S = 1.0  # how soon a job deferred by the in-flight bound is tried again
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"  # one trial attempt decides
+
+
+@dataclass(slots=True)
+class _Host:
+    in_flight: int = 0
+    failures: int = 0  # consecutive retryable failures
+    open_until: float = 0.0
+    cooldown_s: float = 0.0
+    trial: bool = False  # a half-open trial is in flight
+
+
+class HostGate:
+    def __init__(
+        self,
+        *,
+        max_in_flight: int,
+        failure_threshold: int,
+        cooldown_s: float,
+        max_cooldown_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max_in_flight = max_in_flight
+        self._threshold = failure_threshold
+        self._cooldown_s, self._max_cooldown_s = cooldown_s, max_cooldown_s
+        self._clock = clock
+        self._hosts: dict[str, _Host] = {}
+
+    def state(self, host: str) -> BreakerState:
+        h = self._hosts.get(host)
+        if h is None or h.failures < self._threshold:
+            return BreakerState.CLOSED
+        return BreakerState.OPEN if self._clock() < h.open_until else BreakerState.HALF_OPEN
+
+    def open_hosts(self) -> int:
+        return sum(1 for host in self._hosts if self.state(host) is BreakerState.OPEN)
+
+    def admit(self, host: str) -> float | None:
+        """None: go ahead (then call `release`). Otherwise seconds to wait before trying."""
+        h = self._hosts.setdefault(host, _Host())
+        state = self.state(host)
+        if state is BreakerState.OPEN:
+            return h.open_until - self._clock()
+        if state is BreakerState.HALF_OPEN:
+            if h.trial:
+                return max(h.cooldown_s / 4, BUSY_RETRY_S)
+            h.trial = True
+        elif h.in_flight >= self._max_in_flight:
+            return BUSY_RETRY_S
+        h.in_flight += 1
+        return None
+
+    def release(self, host: str, *, host_failed: bool | None) -> None:
+        """Ends an admitted attempt: `host_failed` True for timeouts, connection errors, 429
+        and 5xx, False for any answer that shows the host works, None when nothing was sent."""
+        h = self._hosts[host]
+        h.in_flight -= 1
+        was_trial, h.trial = h.trial, False
+        if host_failed is None:
+            pass
+        elif not host_failed:
+            h.failures, h.cooldown_s = 0, 0.0
+        else:
+            h.failures += 1
+            if h.failures >= self._threshold:
+                h.cooldown_s = (
+                    min(h.cooldown_s * 2, self._max_cooldown_s) if was_trial else self._cooldown_s
+                )
+                h.open_until = self._clock() + h.cooldown_s
+        if h.in_flight == 0 and h.failures == 0:
+            del self._hosts[host]  # bounded memory: only hosts in use or in trouble are kept
