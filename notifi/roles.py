@@ -20,6 +20,9 @@ from notifi.api.app import ApiContext, build_app
 from notifi.api.health import health_app
 from notifi.bus import Bus, KafkaBus, MemoryBus, topic_names
 from notifi.claims import Claims
+from notifi.destinations.base import Sender
+from notifi.destinations.chat import PAYLOADS, ChatSender
+from notifi.destinations.email import EmailSender
 from notifi.destinations.network import AddressPolicy
 from notifi.destinations.webhook import WebhookSender, make_session
 from notifi.hosts import HostGate
@@ -247,7 +250,12 @@ class Process:
         records: Mailbox = Mailbox("delivery-records", s.delivery.mailbox)
         self.mailboxes += [work, records]
         policy = RetryPolicy.of(s.delivery.retry_schedule, s.delivery.retry_jitter)
-        senders = {"webhook": WebhookSender(self.http, self.policy, s.delivery.timeout)}
+        webhook = WebhookSender(self.http, self.policy, s.delivery.timeout)
+        senders: dict[str, Sender] = {
+            "webhook": webhook,
+            "email": EmailSender(s.smtp, s.delivery.timeout),
+            **{kind: ChatSender(webhook, kind) for kind in PAYLOADS},
+        }
         gate = HostGate(
             max_in_flight=s.delivery.max_in_flight_per_host,
             failure_threshold=s.delivery.breaker_threshold,

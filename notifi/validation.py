@@ -15,6 +15,7 @@ import orjson
 from uuid_utils.compat import uuid7
 
 from notifi.api import schemas
+from notifi.destinations.email import address_error, recipients
 from notifi.destinations.network import check_url
 from notifi.destinations.webhook import validate_secret
 from notifi.errors import InvalidRequest
@@ -157,9 +158,12 @@ class Validator:
             check(given)
         except fastjsonschema.JsonSchemaValueException as exc:
             raise _schema_problem(exc, pointer) from None
-        if given["type"] == "webhook":
-            if (error := check_url(given["url"])) is not None:
-                raise InvalidRequest(f"url: {error}", pointer=f"{pointer}/url")
-            if given.get("secret") is not None and (error := validate_secret(given["secret"])):
-                raise InvalidRequest(f"secret: {error}", pointer=f"{pointer}/secret")
+        if "url" in given and (error := check_url(given["url"])) is not None:
+            raise InvalidRequest(f"url: {error}", pointer=f"{pointer}/url")
+        if given.get("secret") is not None and (error := validate_secret(given["secret"])):
+            raise InvalidRequest(f"secret: {error}", pointer=f"{pointer}/secret")
+        if given["type"] == "email":
+            for address in recipients(given):
+                if (error := address_error(address)) is not None:
+                    raise InvalidRequest(f"to: {error}", pointer=f"{pointer}/to")
         return given

@@ -45,7 +45,10 @@ def openapi(validator: Validator) -> dict[str, Any]:
     request = schemas.create_request(limits)
     request["properties"]["destinations"]["items"] = {
         "oneOf": [
-            {"$ref": "#/components/schemas/WebhookDestination"},
+            *(
+                {"$ref": f"#/components/schemas/{kind.capitalize()}Destination"}
+                for kind in schemas.destination_schemas()
+            ),
             {"$ref": "#/components/schemas/NamedDestination"},
         ]
     }
@@ -169,7 +172,10 @@ def openapi(validator: Validator) -> dict[str, Any]:
         "components": {
             "schemas": {
                 "NotificationRequest": request,
-                "WebhookDestination": schemas.webhook_destination(),
+                **{
+                    f"{kind.capitalize()}Destination": schema
+                    for kind, schema in schemas.destination_schemas().items()
+                },
                 "NamedDestination": schemas.named_destination(),
                 "Notification": schemas.notification(),
                 "NotificationPage": {

@@ -43,9 +43,51 @@ def named_destination() -> dict[str, Any]:
     }
 
 
+def email_destination() -> dict[str, Any]:
+    address = {"type": "string", "minLength": 3, "maxLength": 320}
+    return {
+        "type": "object",
+        "title": "Email destination",
+        "description": "Sent through the configured SMTP server; subject and body may use "
+        "$name placeholders filled from data.",
+        "required": ["type", "to"],
+        "additionalProperties": False,
+        "properties": {
+            "type": {"const": "email"},
+            "to": {
+                "oneOf": [
+                    address,
+                    {"type": "array", "items": address, "minItems": 1, "maxItems": 20},
+                ]
+            },
+            "subject": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+    }
+
+
+def chat_destination(kind: str, title: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "title": f"{title} destination",
+        "description": f"A {title} incoming webhook URL; the message is shaped for {title}.",
+        "required": ["type", "url"],
+        "additionalProperties": False,
+        "properties": {
+            "type": {"const": kind},
+            "url": {"type": "string", "minLength": 1, "maxLength": 2048, "format": "uri"},
+        },
+    }
+
+
 def destination_schemas() -> dict[str, dict[str, Any]]:
     """One schema per inline destination type."""
-    return {"webhook": webhook_destination()}
+    return {
+        "webhook": webhook_destination(),
+        "email": email_destination(),
+        "slack": chat_destination("slack", "Slack"),
+        "discord": chat_destination("discord", "Discord"),
+        "teams": chat_destination("teams", "Microsoft Teams"),
+    }
 
 
 def create_request(limits: Limits) -> dict[str, Any]:

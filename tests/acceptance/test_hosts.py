@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
+from aiosmtpd.controller import Controller
 
+from tests.integration.test_email import Handler
 from tests.support.process import NotifiProcess, free_port
 from tests.support.receiver import Receiver
 
@@ -82,4 +84,37 @@ async def test_a_failing_host_is_paused_by_its_breaker(start) -> None:
             text = await r.text()
         assert 'notifi_delivery_deferred_total{reason="open"}' in text
     finally:
+        await receiver.stop()
+
+
+async def test_email_and_slack_end_to_end(start) -> None:
+    handler, smtp_port = Handler(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    receiver = await Receiver().start()
+    try:
+        api = await start({"NOTIFI_SMTP__PORT": str(smtp_port)})
+        body = {
+            "title": "Deploy of $service",
+            "body": "done",
+            "data": {"service": "api"},
+            "destinations": [
+                {"type": "email", "to": "oncall@example.com"},
+                {"type": "slack", "url": receiver.url("slack")},
+            ],
+        }
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{api}/api/notifications", json=body) as r,
+        ):
+            assert r.status == 202
+        await receiver.wait_for("slack")
+        for _ in range(100):
+            if handler.messages:
+                break
+            await asyncio.sleep(0.05)
+        assert handler.messages[0][2]["Subject"] == "Deploy of api"
+        assert receiver.received["slack"][0].json["text"].startswith("Deploy of $service")
+    finally:
+        controller.stop()
         await receiver.stop()

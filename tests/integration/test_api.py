@@ -151,6 +151,35 @@ BAD_BODIES = [
     ({"body": "b", "destinations": [HOOK], "scheduled_at": 12}, 422, "/scheduled_at"),
     ({"body": "b", "destinations": [HOOK], "data": [1]}, 422, "/data"),
     ({"body": "b", "destinations": [HOOK], "data": {"k": "v" * 300}}, 422, "/data"),
+    (
+        {"body": "b", "destinations": [{"type": "email", "to": "not-an-address"}]},
+        422,
+        "/destinations/0/to",
+    ),
+    (
+        {"body": "b", "destinations": [{"type": "email", "to": ["a@b.co"] * 21}]},
+        422,
+        "/destinations/0/to",
+    ),
+    (
+        {"body": "b", "destinations": [{"type": "email", "to": "a@b.co", "subject": ""}]},
+        422,
+        "/destinations/0/subject",
+    ),
+    ({"body": "b", "destinations": [{"type": "email"}]}, 422, "/destinations/0/to"),
+    (
+        {"body": "b", "destinations": [{"type": "slack", "url": "hooks.slack.com"}]},
+        422,
+        "/destinations/0/url",
+    ),
+    (
+        {
+            "body": "b",
+            "destinations": [{"type": "discord", "url": "https://d.com/x", "secret": "whsec_x"}],
+        },
+        422,
+        "/destinations/0/secret",
+    ),
     ([1, 2], 422, ""),
     ("text", 422, ""),
 ]
@@ -236,3 +265,20 @@ async def test_health_and_openapi(client: TestClient) -> None:
     doc = await (await client.get("/api/openapi.json")).json()
     assert doc["openapi"].startswith("3.1")
     assert set(doc["paths"]) >= {"/api/notifications", "/api/notifications/{id}"}
+
+
+async def test_every_channel_is_accepted(client: TestClient) -> None:
+    destinations = [
+        {
+            "type": "email",
+            "to": ["oncall@example.com", "Ops <ops@example.com>"],
+            "subject": "Deploy of $service",
+        },
+        {"type": "slack", "url": "https://hooks.slack.com/services/T/B/X"},
+        {"type": "discord", "url": "https://discord.com/api/webhooks/1/x"},
+        {"type": "teams", "url": "https://example.webhook.office.com/x"},
+    ]
+    for pair in (destinations[:2], destinations[2:]):
+        r = await client.post("/api/notifications", json={"body": "b", "destinations": pair})
+        assert r.status == 202, await r.text()
+        assert [d["type"] for d in (await r.json())["destinations"]] == [d["type"] for d in pair]
