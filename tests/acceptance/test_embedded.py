@@ -30,7 +30,9 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-async def notifi(settings_env: dict[str, str]) -> AsyncIterator[str]:
+async def notifi(
+    settings_env: dict[str, str], request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
     port = free_port()
     env = {
         **settings_env,
@@ -43,6 +45,7 @@ async def notifi(settings_env: dict[str, str]) -> AsyncIterator[str]:
     proc = NotifiProcess(["--roles", "all"], env, ready_port=port).start()
     try:
         await proc.wait_ready()
+        request.node.notifi_process = proc
         yield f"http://127.0.0.1:{port}"
         assert await proc.terminate() == 0, proc.output()
     finally:
@@ -75,7 +78,9 @@ async def wait_status(api: str, nid: str, status: str, timeout_s: float = 10.0) 
         await asyncio.sleep(0.05)
 
 
-async def test_delivers_a_signed_webhook(notifi: str, receiver: Receiver) -> None:
+async def test_delivers_a_signed_webhook(
+    notifi: str, receiver: Receiver, request: pytest.FixtureRequest
+) -> None:
     doc = await post(
         notifi,
         {
@@ -95,6 +100,9 @@ async def test_delivers_a_signed_webhook(notifi: str, receiver: Receiver) -> Non
     assert SECRET[6:] not in str(done)
     await asyncio.sleep(0.5)
     assert receiver.count("ok") == 1
+    logs = request.node.notifi_process.output()
+    assert "started" in logs  # the log is there to look at
+    assert SECRET[6:] not in logs  # and never carries the secret
 
 
 async def test_scheduled_is_never_early(notifi: str, receiver: Receiver) -> None:
