@@ -23,9 +23,17 @@ class Problem(NotifiError):
     title = "Bad request"
     slug = "bad-request"
 
-    def __init__(self, detail: str | None = None, *, pointer: str | None = None, **extra: Any):
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        pointer: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.pointer = pointer  # JSON pointer (or parameter name) of the offending input
+        self.headers = headers or {}
         self.extra = extra
 
     def document(self) -> dict[str, Any]:
@@ -101,6 +109,14 @@ class UnsupportedMediaType(Problem):
     status = 415
     title = "Unsupported media type"
     slug = "unsupported-media-type"
+
+
+class TooManyRequests(Problem):
+    """This client is over its request rate; try again after Retry-After seconds."""
+
+    status = 429
+    title = "Too many requests"
+    slug = "rate-limited"
 
 
 class Unavailable(Problem):

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
+import aiohttp
 import redis.asyncio as aioredis
 import structlog
 
@@ -18,6 +19,7 @@ from actors.router import Router
 from notifi import metrics
 from notifi.api.app import ApiContext, build_app
 from notifi.api.health import health_app
+from notifi.auth import authenticator
 from notifi.bus import Bus, KafkaBus, MemoryBus, topic_names
 from notifi.claims import Claims
 from notifi.destinations.base import Sender
@@ -26,6 +28,7 @@ from notifi.destinations.email import EmailSender
 from notifi.destinations.network import AddressPolicy
 from notifi.destinations.webhook import WebhookSender, make_session
 from notifi.hosts import HostGate
+from notifi.ratelimit import RateLimiter
 from notifi.retry import RetryPolicy
 from notifi.runtime import Actor, ChildSpec, Mailbox, Restart
 from notifi.settings import Settings, SettingsError
@@ -63,6 +66,8 @@ def check(settings: Settings, plan: Plan) -> None:
             "there (--roles all); to run roles as separate processes set bus.kind = kafka "
             "and kafka.bootstrap_servers"
         )
+    if "api" in plan.roles:
+        authenticator(settings.auth, session=None)  # type: ignore[arg-type]  # checks settings
     loopback = settings.api.host in ("127.0.0.1", "::1", "localhost")
     if settings.auth.mode == "none" and "api" in plan.roles and not loopback:
         raise SettingsError(
@@ -127,6 +132,9 @@ class Process:
         self._stack.push_async_callback(self.bus.stop)
         if "delivery" in self.plan.roles:
             await self._open_delivery()
+        if "api" in self.plan.roles:
+            self.api_http = aiohttp.ClientSession()  # fetches the Access JWKS
+            self._stack.push_async_callback(self.api_http.close)
 
     async def _open_delivery(self) -> None:
         s = self.settings
@@ -333,6 +341,10 @@ class Process:
             ready=ready,
             default_page_size=s.api.default_page_size,
             max_page_size=s.api.max_page_size,
+            auth=authenticator(s.auth, self.api_http),
+            limiter=RateLimiter(s.api.rate_limit, s.api.rate_burst),
+            max_bulk=s.api.max_bulk,
+            metric_clients=frozenset(c["id"] for c in s.auth.clients) | {"anonymous"},
         )
         return [
             ChildSpec(

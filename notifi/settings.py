@@ -36,6 +36,9 @@ class Api:
     default_page_size: int
     accept_batch: int
     accept_linger_ms: float
+    max_bulk: int
+    rate_limit: float
+    rate_burst: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -182,6 +185,7 @@ _RULES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("delivery", "retry_jitter"): (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
     ("delivery", "allowed_networks"): (lambda v: all(_is_cidr(c) for c in v), "a list of CIDRs"),
     ("api", "default_page_size"): (lambda v: v >= 1, "at least 1"),
+    ("api", "rate_limit"): (lambda v: v >= 0, "0 (no limit) or more requests per second"),
 }
 
 # Counts, sizes and durations that must be positive.
@@ -193,6 +197,8 @@ _POSITIVE = {
     "max_data_bytes",
     "max_page_size",
     "accept_batch",
+    "max_bulk",
+    "rate_burst",
     "pool_min",
     "pool_max",
     "command_timeout",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -17,6 +18,7 @@ from notifi.api import resources
 from notifi.api.health import add_health_routes
 from notifi.api.openapi import openapi
 from notifi.api.schemas import NOTIFICATION_STATUSES
+from notifi.auth import Authenticator, Client, Forbidden, NoAuth
 from notifi.errors import (
     Conflict,
     InvalidParameter,
@@ -25,9 +27,11 @@ from notifi.errors import (
     NotFound,
     PayloadTooLarge,
     Problem,
+    TooManyRequests,
     UnsupportedMediaType,
 )
 from notifi.model import NewNotification
+from notifi.ratelimit import RateLimiter
 from notifi.store import Accepted, AcceptOutcome, Store
 from notifi.validation import Validator
 
@@ -35,7 +39,6 @@ log = structlog.get_logger(__name__)
 
 MAX_OFFSET = 100_000  # deeper pages are slow by nature; a cursor is the way there
 MAX_IDEMPOTENCY_KEY = 255
-ANONYMOUS = "anonymous"  # the client of auth mode "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +49,18 @@ class ApiContext:
     ready: Callable[[], Awaitable[dict[str, bool]]]
     default_page_size: int
     max_page_size: int
+    auth: Authenticator = field(default_factory=NoAuth)
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
+    max_bulk: int = 500
+    metric_clients: frozenset[str] = frozenset({"anonymous"})  # bounded label values
+
+    def client_label(self, client: Client) -> str:
+        return client.id if client.id in self.metric_clients else "other"
 
 
 CONTEXT = web.AppKey("context", ApiContext)
+CLIENT = "notifi.client"
+PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/api/openapi.json"})
 
 
 def json_response(body: Any, status: int = 200, **kwargs: Any) -> web.Response:
@@ -62,7 +74,24 @@ def problem_response(problem: Problem) -> web.Response:
         body=orjson.dumps(problem.document()),
         status=problem.status,
         content_type="application/problem+json",
+        headers=problem.headers,
     )
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Callable) -> web.StreamResponse:
+    """Who is calling, whether they may, and whether they are within their rate."""
+    if request.path in PUBLIC:
+        return await handler(request)
+    ctx = request.app[CONTEXT]
+    client = await ctx.auth.authenticate(request.headers)
+    request[CLIENT] = client
+    if client.read_only and request.method not in ("GET", "HEAD"):
+        raise Forbidden("This client may only read.")
+    if (wait_s := ctx.limiter.take(client.id)) is not None:
+        retry = str(max(1, math.ceil(wait_s)))
+        raise TooManyRequests(headers={"Retry-After": retry})
+    return await handler(request)
 
 
 _HTTP_PROBLEMS: dict[int, type[Problem]] = {
@@ -95,13 +124,15 @@ async def problems(request: web.Request, handler: Callable) -> web.StreamRespons
         problem.status, problem.title, problem.slug = 500, "Internal error", "internal-error"
         response = problem_response(problem)
     labels = {"route": name, "method": request.method, "status": str(response.status)}
+    client = request.get(CLIENT)
+    labels["client_id"] = request.app[CONTEXT].client_label(client) if client else "none"
     metrics.api_requests.inc(labels)
     metrics.api_latency.observe({"route": name}, time.perf_counter() - started)
     return response
 
 
-def _client(request: web.Request) -> str:
-    return ANONYMOUS
+def _client(request: web.Request) -> Client:
+    return request[CLIENT]
 
 
 def _notification_id(request: web.Request) -> UUID:
@@ -136,7 +167,8 @@ def _idempotency_key(request: web.Request) -> str | None:
 async def create_notification(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     body = await _json_body(request)
-    new = ctx.validator.notification(body, _client(request), _idempotency_key(request))
+    client = _client(request)
+    new = ctx.validator.notification(body, client.id, _idempotency_key(request))
     result = await ctx.submit(new)
     location = {"Location": f"/api/notifications/{result.id}"}
     if result.outcome is AcceptOutcome.CONFLICT:
@@ -146,13 +178,12 @@ async def create_notification(request: web.Request) -> web.Response:
             notification_id=str(result.id),
         )
     if result.outcome is AcceptOutcome.REPLAYED:
-        row = await ctx.store.get(result.id, new.client_id)
+        row = await ctx.store.get(result.id, client.id)
         if row is None:  # deleted rows stay, so only a race with a purge lands here
             raise NotFound()
         return json_response(resources.notification(row), 200, headers=location)
-    metrics.accepted.inc({})
-    status = "scheduled" if new.due_at() > new.created_at else "pending"
-    return json_response(resources.accepted(new, status), 202, headers=location)
+    metrics.accepted.inc({"client_id": ctx.client_label(client)})
+    return json_response(resources.accepted(new), 202, headers=location)
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -192,7 +223,7 @@ async def list_notifications(request: web.Request) -> web.Response:
             f"status must be one of: {', '.join(NOTIFICATION_STATUSES)}", pointer="status"
         )
     rows = await ctx.store.list(
-        _client(request), deleted=deleted, status=status, limit=limit, offset=offset
+        _client(request).sees, deleted=deleted, status=status, limit=limit, offset=offset
     )
     following = None
     if len(rows) == limit and offset + limit <= MAX_OFFSET:
@@ -209,7 +240,7 @@ async def list_notifications(request: web.Request) -> web.Response:
 
 async def get_notification(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    row = await ctx.store.get(_notification_id(request), _client(request))
+    row = await ctx.store.get(_notification_id(request), _client(request).sees)
     if row is None:
         raise NotFound("No notification has this id.", pointer="id")
     return json_response(resources.notification(row))
@@ -217,7 +248,7 @@ async def get_notification(request: web.Request) -> web.Response:
 
 async def delete_notification(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    notification_id, client = _notification_id(request), _client(request)
+    notification_id, client = _notification_id(request), _client(request).sees
     if not await ctx.store.delete(notification_id, client):
         raise NotFound("No notification has this id.", pointer="id")
     row = await ctx.store.get(notification_id, client)
@@ -227,7 +258,7 @@ async def delete_notification(request: web.Request) -> web.Response:
 async def list_attempts(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     notification_id = _notification_id(request)
-    if await ctx.store.get(notification_id, _client(request)) is None:
+    if await ctx.store.get(notification_id, _client(request).sees) is None:
         raise NotFound("No notification has this id.", pointer="id")
     rows = await ctx.store.attempts(notification_id)
     return json_response({"items": [resources.attempt(r) for r in rows]})
@@ -235,7 +266,7 @@ async def list_attempts(request: web.Request) -> web.Response:
 
 async def retry_notification(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    notification_id, client = _notification_id(request), _client(request)
+    notification_id, client = _notification_id(request), _client(request).sees
     if await ctx.store.replay(notification_id, client) is None:
         raise NotFound("No notification has this id.", pointer="id")
     row = await ctx.store.get(notification_id, client)
@@ -250,7 +281,7 @@ OPENAPI = web.AppKey("openapi", dict)
 
 
 def build_app(ctx: ApiContext, max_body_bytes: int) -> web.Application:
-    app = web.Application(middlewares=[problems], client_max_size=max_body_bytes)
+    app = web.Application(middlewares=[problems, authenticate], client_max_size=max_body_bytes)
     app[CONTEXT] = ctx
     app[OPENAPI] = openapi(ctx.validator)
     app.router.add_post("/api/notifications", create_notification)

@@ -67,9 +67,10 @@ def notification(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def accepted(n: NewNotification, status: str) -> dict[str, Any]:
+def accepted(n: NewNotification) -> dict[str, Any]:
     """A notification just written, shown without reading it back."""
     due: datetime = n.due_at()
+    status = "scheduled" if due > n.created_at else "pending"
     return notification(
         {
             "id": n.id,
