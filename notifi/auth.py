@@ -99,7 +99,12 @@ class CloudflareAuth:
     """Verifies the Access JWT: RS256 against the team's JWKS (cached, refetched on an unknown
     kid), `aud`, `iss` and expiry; the client id is the service token's `common_name`."""
 
-    def __init__(self, settings: Auth, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        settings: Auth,
+        session: aiohttp.ClientSession,
+        refresh_min_s: float = JWKS_REFRESH_MIN_S,
+    ) -> None:
         if not settings.team_domain or not settings.audience:
             raise SettingsError("auth.mode = cloudflare needs auth.team_domain and auth.audience")
         self._issuer = settings.team_domain.rstrip("/")
@@ -111,9 +116,10 @@ class CloudflareAuth:
         self._session = session
         self._keys: dict[str, Any] = {}
         self._fetched_at = 0.0
+        self._refresh_min_s = refresh_min_s
 
     async def _refresh(self) -> None:
-        if time.monotonic() - self._fetched_at < JWKS_REFRESH_MIN_S and self._keys:
+        if time.monotonic() - self._fetched_at < self._refresh_min_s and self._keys:
             return
         self._fetched_at = time.monotonic()
         try:

@@ -59,7 +59,7 @@ class ApiContext:
 
 
 CONTEXT = web.AppKey("context", ApiContext)
-CLIENT = "notifi.client"
+CLIENT = web.RequestKey("client", Client)
 PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/api/openapi.json"})
 
 

@@ -58,6 +58,17 @@ def run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Comple
         ([], {"NOTIFI_API__PORT": "http"}, "api.port"),
         ([], {"NOTIFI_API__HOST": "0.0.0.0"}, "auth.mode = none"),
         ([], {"NOTIFI_DELIVERY__RETRY_SCHEDULE": "[1, -1]"}, "delivery.retry_schedule"),
+        ([], {"NOTIFI_AUTH__MODE": "tokens"}, "auth.clients"),
+        (
+            [],
+            {
+                "NOTIFI_AUTH__MODE": "tokens",
+                "NOTIFI_AUTH__CLIENTS": '[{id = "a", secret_sha256 = "x"}]',
+            },
+            "auth.clients[0].secret_sha256",
+        ),
+        ([], {"NOTIFI_AUTH__MODE": "cloudflare"}, "auth.team_domain"),
+        ([], {"NOTIFI_API__RATE_LIMIT": "-1"}, "api.rate_limit"),
     ],
 )
 def test_bad_start_up_is_refused_with_a_message(

@@ -1,0 +1,250 @@
+"""Auth modes with real credentials: service tokens against hashed secrets, Cloudflare Access
+JWTs signed by a key the test makes and served as a JWKS on loopback; tenancy across two
+clients on every route; read-only clients; per-client rate limits and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import jwt
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from actors.api import AcceptWriter, submit
+from notifi.api.app import ApiContext, build_app
+from notifi.auth import CloudflareAuth, NoAuth, TokenAuth
+from notifi.bus import MemoryBus
+from notifi.ratelimit import RateLimiter
+from notifi.runtime import Mailbox
+from notifi.settings import Auth
+from notifi.store import Store
+from notifi.validation import Limits, Validator
+
+HOOK = {"type": "webhook", "url": "https://example.com/hook"}
+CLIENTS = [
+    {"id": "alpha", "secret_sha256": hashlib.sha256(b"alpha-secret").hexdigest()},
+    {"id": "beta", "secret_sha256": hashlib.sha256(b"beta-secret").hexdigest()},
+    {"id": "root", "secret_sha256": hashlib.sha256(b"root-secret").hexdigest(), "admin": True},
+    {
+        "id": "viewer",
+        "secret_sha256": hashlib.sha256(b"viewer-secret").hexdigest(),
+        "read_only": True,
+    },
+]
+
+
+def creds(cid: str) -> dict[str, str]:
+    return {"CF-Access-Client-Id": cid, "CF-Access-Client-Secret": f"{cid}-secret"}
+
+
+@pytest.fixture
+async def make_client(store: Store) -> AsyncIterator[Callable]:
+    opened: list = []
+
+    async def make(auth, limiter: RateLimiter | None = None) -> TestClient:
+        bus = MemoryBus()
+        inbox: Mailbox = Mailbox("accept", 100)
+        writer = AcceptWriter(inbox, store, bus, "t.notifications", batch=50, linger_s=0.001)
+        task = asyncio.create_task(writer.run())
+
+        async def ready() -> dict[str, bool]:
+            return {"ok": True}
+
+        ctx = ApiContext(
+            store=store,
+            validator=Validator(Limits(5, 50, 500, 500), {}, 1024),
+            submit=lambda n: submit(inbox, n),
+            ready=ready,
+            default_page_size=50,
+            max_page_size=200,
+            auth=auth,
+            limiter=limiter or RateLimiter(0, 1),
+            metric_clients=frozenset(c["id"] for c in CLIENTS),
+        )
+        client = TestClient(TestServer(build_app(ctx, max_body_bytes=65536)))
+        await client.start_server()
+        opened.append((client, task))
+        return client
+
+    yield make
+    for client, task in opened:
+        await client.close()
+        task.cancel()
+
+
+async def test_tokens_mode(make_client) -> None:
+    c = await make_client(TokenAuth(CLIENTS))
+    body = {"body": "b", "destinations": [HOOK]}
+    r = await c.post("/api/notifications", json=body)
+    assert r.status == 401 and r.content_type == "application/problem+json"
+    r = await c.post(
+        "/api/notifications",
+        json=body,
+        headers={**creds("alpha"), "CF-Access-Client-Secret": "wrong"},
+    )
+    assert r.status == 401
+    r = await c.post("/api/notifications", json=body, headers=creds("nobody"))
+    assert r.status == 401
+    r = await c.post("/api/notifications", json=body, headers=creds("alpha"))
+    assert r.status == 202
+    for path in ("/healthz", "/readyz", "/metrics", "/api/openapi.json"):
+        assert (await c.get(path)).status == 200  # no credentials needed
+
+
+async def test_tenancy_on_every_route(make_client) -> None:
+    c = await make_client(TokenAuth(CLIENTS))
+    r = await c.post(
+        "/api/notifications", json={"body": "a", "destinations": [HOOK]}, headers=creds("alpha")
+    )
+    nid = (await r.json())["id"]
+    beta = creds("beta")
+    for method, path in [
+        ("GET", f"/api/notifications/{nid}"),
+        ("GET", f"/api/notifications/{nid}/attempts"),
+        ("POST", f"/api/notifications/{nid}/retry"),
+        ("DELETE", f"/api/notifications/{nid}"),
+    ]:
+        r = await c.request(method, path, headers=beta)
+        assert r.status == 404, (method, path)
+    r = await c.get("/api/notifications?deleted=true", headers=beta)
+    assert nid not in [n["id"] for n in (await r.json())["items"]]
+    r = await c.get("/api/notifications", headers=creds("alpha"))
+    assert nid in [n["id"] for n in (await r.json())["items"]]
+    r = await c.get(f"/api/notifications/{nid}", headers=creds("root"))  # admin sees all
+    assert r.status == 200
+    r = await c.get("/api/notifications", headers=creds("root"))
+    assert nid in [n["id"] for n in (await r.json())["items"]]
+    r = await c.delete(f"/api/notifications/{nid}", headers=creds("alpha"))
+    assert r.status == 200
+
+
+async def test_read_only_client_is_forbidden_to_write(make_client) -> None:
+    c = await make_client(TokenAuth(CLIENTS))
+    r = await c.post(
+        "/api/notifications", json={"body": "b", "destinations": [HOOK]}, headers=creds("viewer")
+    )
+    assert r.status == 403 and r.content_type == "application/problem+json"
+    assert (await c.get("/api/notifications", headers=creds("viewer"))).status == 200
+
+
+async def test_rate_limit_per_client(make_client) -> None:
+    c = await make_client(TokenAuth(CLIENTS), RateLimiter(rate_per_s=1, burst=2))
+    codes = [(await c.get("/api/notifications", headers=creds("alpha"))).status for _ in range(3)]
+    assert codes == [200, 200, 429]
+    r = await c.get("/api/notifications", headers=creds("alpha"))
+    assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
+    assert (await c.get("/api/notifications", headers=creds("beta"))).status == 200
+
+
+async def test_per_client_metrics(make_client) -> None:
+    c = await make_client(TokenAuth(CLIENTS))
+    await c.post(
+        "/api/notifications", json={"body": "b", "destinations": [HOOK]}, headers=creds("beta")
+    )
+    text = await (await c.get("/metrics")).text()
+    assert 'notifi_notifications_accepted_total{client_id="beta"}' in text
+    assert 'client_id="beta"' in text.split("notifi_api_requests_total")[-1]
+
+
+# -- cloudflare ---------------------------------------------------------------------------
+
+TEAM = "https://notifi-test.cloudflareaccess.com"
+AUD = "aud-tag-123"
+
+
+def keypair() -> tuple[rsa.RSAPrivateKey, dict]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    return key, jwk
+
+
+@pytest.fixture
+async def jwks() -> AsyncIterator[tuple[str, rsa.RSAPrivateKey, dict]]:
+    key, jwk = keypair()
+    jwk.update({"kid": "k1", "alg": "RS256", "use": "sig"})
+    served = {"keys": [jwk]}
+
+    async def certs(_: web.Request) -> web.Response:
+        return web.json_response(served)
+
+    app = web.Application()
+    app.router.add_get("/cdn-cgi/access/certs", certs)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}/cdn-cgi/access/certs", key, served
+    await runner.cleanup()
+
+
+def token(key, *, kid="k1", aud=AUD, iss=TEAM, exp_in=300, cn="alpha", alg="RS256") -> str:
+    now = int(time.time())
+    claims = {
+        "aud": [aud],
+        "iss": iss,
+        "iat": now,
+        "exp": now + exp_in,
+        "common_name": cn,
+        "type": "app",
+    }
+    return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
+
+
+async def test_cloudflare_mode(make_client, jwks) -> None:
+    url, key, served = jwks
+    session = aiohttp.ClientSession()
+    settings = Auth(
+        mode="cloudflare",
+        clients=[{"id": "root", "admin": True}],
+        team_domain=TEAM,
+        audience=AUD,
+        jwks_url=url,
+    )
+    c = await make_client(CloudflareAuth(settings, session, refresh_min_s=0))
+    other_key, _ = keypair()
+
+    async def status(tok: str | None) -> int:
+        headers = {"Cf-Access-Jwt-Assertion": tok} if tok is not None else {}
+        return (await c.get("/api/notifications", headers=headers)).status
+
+    try:
+        assert await status(token(key)) == 200
+        assert await status(None) == 401
+        assert await status(token(key, aud="other")) == 401
+        assert await status(token(key, iss="https://evil.cloudflareaccess.com")) == 401
+        assert await status(token(key, exp_in=-60)) == 401
+        assert await status(token(other_key)) == 401  # signed by a key not in the JWKS
+        assert await status("garbage.not.jwt") == 401
+        assert await status(token(key, kid="unknown")) == 401
+        # A key rotation: the new kid is fetched on first sight.
+        new_key, new_jwk = keypair()
+        served["keys"].append({**new_jwk, "kid": "k2", "alg": "RS256", "use": "sig"})
+        assert await status(token(new_key, kid="k2")) == 200
+        # Tenancy holds with JWT identities too; the configured admin sees everything.
+        r = await c.post(
+            "/api/notifications",
+            json={"body": "b", "destinations": [HOOK]},
+            headers={"Cf-Access-Jwt-Assertion": token(key, cn="alpha")},
+        )
+        nid = (await r.json())["id"]
+        r = await c.get(
+            f"/api/notifications/{nid}", headers={"Cf-Access-Jwt-Assertion": token(key, cn="beta")}
+        )
+        assert r.status == 404
+        r = await c.get(
+            f"/api/notifications/{nid}", headers={"Cf-Access-Jwt-Assertion": token(key, cn="root")}
+        )
+        assert r.status == 200
+    finally:
+        await session.close()
+
+
+async def test_none_mode_is_anonymous(make_client) -> None:
+    c = await make_client(NoAuth())
+    assert (await c.get("/api/notifications")).status == 200
