@@ -68,6 +68,7 @@ class Validator:
         self._named = named_destinations
         self._partitions = partitions
         self._check_request = fastjsonschema.compile(schemas.create_request(limits))
+        self._check_named = fastjsonschema.compile(schemas.named_destination())
         self._check_destination: dict[str, Callable[[Any], Any]] = {
             kind: fastjsonschema.compile(schema)
             for kind, schema in schemas.destination_schemas().items()
@@ -137,6 +138,10 @@ class Validator:
 
     def _resolve(self, given: dict[str, Any], pointer: str) -> dict[str, Any]:
         if "name" in given:
+            try:
+                self._check_named(given)
+            except fastjsonschema.JsonSchemaValueException as exc:
+                raise _schema_problem(exc, pointer) from None
             spec = self._named.get(given["name"])
             if spec is None:
                 raise InvalidRequest(
@@ -148,7 +153,8 @@ class Validator:
 
     def destination(self, given: dict[str, Any], pointer: str) -> dict[str, Any]:
         """Checks one inline destination (also used for the configured named ones)."""
-        check = self._check_destination.get(given.get("type"))  # type: ignore[arg-type]
+        kind = given.get("type")
+        check = self._check_destination.get(kind) if isinstance(kind, str) else None
         if check is None:
             kinds = ", ".join(sorted(self._check_destination))
             raise InvalidRequest(

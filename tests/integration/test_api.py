@@ -136,6 +136,13 @@ BAD_BODIES = [
     ({"body": "b", "destinations": [{**HOOK, "secret": "plain"}]}, 422, "/destinations/0/secret"),
     ({"body": "b", "destinations": [{**HOOK, "extra": 1}]}, 422, "/destinations/0/extra"),
     ({"body": "b", "destinations": [{"name": "nobody"}]}, 422, "/destinations/0/name"),
+    ({"body": "b", "destinations": [{"name": {}}]}, 422, "/destinations/0/name"),
+    (
+        {"body": "b", "destinations": [{"type": {}, "url": "https://a.com"}]},
+        422,
+        "/destinations/0/type",
+    ),
+    ({"body": "b", "destinations": [{"name": "ops", "url": "x"}]}, 422, "/destinations/0/url"),
     ({"body": "b", "destinations": [HOOK], "scheduled_at": "tomorrow"}, 422, "/scheduled_at"),
     (
         {"body": "b", "destinations": [HOOK], "scheduled_at": "2026-11-24T18:00:00"},
