@@ -333,6 +333,7 @@ class Process:
             s.api.max_title_chars,
             s.api.max_body_chars,
             s.api.max_data_bytes,
+            s.api.max_bulk,
         )
         ctx = ApiContext(
             store=self.store,
@@ -343,7 +344,7 @@ class Process:
             max_page_size=s.api.max_page_size,
             auth=authenticator(s.auth, self.api_http),
             limiter=RateLimiter(s.api.rate_limit, s.api.rate_burst),
-            max_bulk=s.api.max_bulk,
+            max_body_bytes=s.api.max_body_bytes,
             metric_clients=frozenset(c["id"] for c in s.auth.clients) | {"anonymous"},
         )
         return [
@@ -363,7 +364,7 @@ class Process:
                 "api",
                 lambda: HttpServer(
                     "api",
-                    lambda: build_app(ctx, s.api.max_body_bytes),
+                    lambda: build_app(ctx, s.api.max_bulk_body_bytes),
                     s.api.host,
                     s.api.port,
                     shutdown_timeout_s=timeout / 2,

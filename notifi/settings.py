@@ -37,6 +37,7 @@ class Api:
     accept_batch: int
     accept_linger_ms: float
     max_bulk: int
+    max_bulk_body_bytes: int
     rate_limit: float
     rate_burst: int
 
@@ -198,6 +199,7 @@ _POSITIVE = {
     "max_page_size",
     "accept_batch",
     "max_bulk",
+    "max_bulk_body_bytes",
     "rate_burst",
     "pool_min",
     "pool_max",

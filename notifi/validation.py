@@ -30,6 +30,7 @@ class Limits:
     max_title_chars: int
     max_body_chars: int
     max_data_bytes: int
+    max_bulk: int = 500
 
 
 def _pointer(path: list[str], *more: str) -> str:
@@ -69,6 +70,7 @@ class Validator:
         self._partitions = partitions
         self._check_request = fastjsonschema.compile(schemas.create_request(limits))
         self._check_named = fastjsonschema.compile(schemas.named_destination())
+        self._check_bulk = fastjsonschema.compile(schemas.bulk_request(limits.max_bulk))
         self._check_destination: dict[str, Callable[[Any], Any]] = {
             kind: fastjsonschema.compile(schema)
             for kind, schema in schemas.destination_schemas().items()
@@ -112,6 +114,14 @@ class Validator:
             destinations=destinations,
             created_at=now,
         )
+
+    def bulk(self, body: Any) -> list[Any]:
+        """The items of a bulk request (each still to be checked on its own)."""
+        try:
+            self._check_bulk(body)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise _schema_problem(exc, "") from None
+        return body["notifications"]
 
     def _scheduled_at(self, value: str | None, now: datetime, prefix: str) -> datetime | None:
         if value is None:

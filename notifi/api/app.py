@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -32,7 +36,7 @@ from notifi.errors import (
 )
 from notifi.model import NewNotification
 from notifi.ratelimit import RateLimiter
-from notifi.store import Accepted, AcceptOutcome, Store
+from notifi.store import ID_MAX, ID_MIN, Accepted, AcceptOutcome, Store, id_at
 from notifi.validation import Validator
 
 log = structlog.get_logger(__name__)
@@ -51,7 +55,7 @@ class ApiContext:
     max_page_size: int
     auth: Authenticator = field(default_factory=NoAuth)
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
-    max_bulk: int = 500
+    max_body_bytes: int = 262_144  # a single notification; bulk bodies may be larger
     metric_clients: frozenset[str] = frozenset({"anonymous"})  # bounded label values
 
     def client_label(self, client: Client) -> str:
@@ -142,10 +146,12 @@ def _notification_id(request: web.Request) -> UUID:
         raise NotFound("No notification has this id (ids are UUIDs).", pointer="id") from None
 
 
-async def _json_body(request: web.Request) -> Any:
+async def _json_body(request: web.Request, max_bytes: int | None = None) -> Any:
     if request.content_type != "application/json" and not request.content_type.endswith("+json"):
         raise UnsupportedMediaType(pointer="Content-Type")
     raw = await request.read()
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -166,7 +172,7 @@ def _idempotency_key(request: web.Request) -> str | None:
 
 async def create_notification(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    body = await _json_body(request)
+    body = await _json_body(request, ctx.max_body_bytes)
     client = _client(request)
     new = ctx.validator.notification(body, client.id, _idempotency_key(request))
     result = await ctx.submit(new)
@@ -184,6 +190,35 @@ async def create_notification(request: web.Request) -> web.Response:
         return json_response(resources.notification(row), 200, headers=location)
     metrics.accepted.inc({"client_id": ctx.client_label(client)})
     return json_response(resources.accepted(new), 202, headers=location)
+
+
+async def create_bulk(request: web.Request) -> web.Response:
+    """Each item answered on its own, so one bad item does not sink the others; the valid ones
+    share the accept writer's batched transactions (not one round trip per item)."""
+    ctx = request.app[CONTEXT]
+    client = _client(request)
+    items = ctx.validator.bulk(await _json_body(request))
+    results: list[dict[str, Any]] = [{} for _ in items]
+    valid: list[tuple[int, NewNotification]] = []
+    for i, item in enumerate(items):
+        try:
+            valid.append(
+                (i, ctx.validator.notification(item, client.id, None, prefix=f"/notifications/{i}"))
+            )
+        except Problem as problem:
+            results[i] = {"status": problem.status, "problem": problem.document()}
+    accepted = await asyncio.gather(*(ctx.submit(n) for _, n in valid))
+    for (i, _), result in zip(valid, accepted, strict=True):
+        results[i] = {
+            "status": 202,
+            "id": str(result.id),
+            "location": f"/api/notifications/{result.id}",
+        }
+    if valid:
+        metrics.accepted.add({"client_id": ctx.client_label(client)}, len(valid))
+    return json_response(
+        {"items": results, "accepted": len(valid), "rejected": len(items) - len(valid)}
+    )
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -206,7 +241,37 @@ def _bool_param(request: web.Request, name: str) -> bool:
     return text in ("true", "1")
 
 
-_LIST_PARAMS = {"limit", "offset", "deleted", "status"}
+_LIST_PARAMS = {"limit", "offset", "deleted", "status", "cursor", "created_after", "created_before"}
+
+
+def encode_cursor(last_id: UUID) -> str:
+    return base64.urlsafe_b64encode(last_id.bytes).decode().rstrip("=")
+
+
+def _cursor_param(request: web.Request) -> UUID | None:
+    text = request.query.get("cursor")
+    if text is None:
+        return None
+    if text == "":
+        return ID_MAX  # an empty cursor starts keyset paging from the newest
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return UUID(bytes=raw)
+    except (ValueError, binascii.Error):
+        raise InvalidParameter("cursor is not one this API gave out", pointer="cursor") from None
+
+
+def _time_param(request: web.Request, name: str) -> datetime | None:
+    text = request.query.get(name)
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None or "T" not in text.upper():
+        raise InvalidParameter(f"{name} must be an RFC 3339 date-time with an offset", pointer=name)
+    return when
 
 
 async def list_notifications(request: web.Request) -> web.Response:
@@ -216,6 +281,12 @@ async def list_notifications(request: web.Request) -> web.Response:
         raise InvalidParameter(f"unknown query parameter {unknown[0]!r}", pointer=unknown[0])
     limit = _int_param(request, "limit", ctx.default_page_size, 1, ctx.max_page_size)
     offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
+    cursor = _cursor_param(request)
+    if cursor is not None and "offset" in request.query:
+        raise InvalidParameter("give cursor or offset, not both", pointer="offset")
+    after, before = _time_param(request, "created_after"), _time_param(request, "created_before")
+    upper = min(cursor or ID_MAX, id_at(before) if before else ID_MAX)
+    lower = id_at(after) if after else ID_MIN
     deleted = _bool_param(request, "deleted")
     status = request.query.get("status")
     if status is not None and status not in NOTIFICATION_STATUSES:
@@ -223,17 +294,28 @@ async def list_notifications(request: web.Request) -> web.Response:
             f"status must be one of: {', '.join(NOTIFICATION_STATUSES)}", pointer="status"
         )
     rows = await ctx.store.list(
-        _client(request).sees, deleted=deleted, status=status, limit=limit, offset=offset
+        _client(request).sees,
+        deleted=deleted,
+        status=status,
+        limit=limit,
+        offset=offset,
+        before=upper,
+        since=lower,
     )
-    following = None
-    if len(rows) == limit and offset + limit <= MAX_OFFSET:
-        following = str(request.rel_url.update_query(offset=offset + limit, limit=limit))
+    following = next_cursor = None
+    if len(rows) == limit:
+        next_cursor = encode_cursor(rows[-1]["id"])
+        if cursor is not None:
+            following = str(request.rel_url.update_query(cursor=next_cursor, limit=limit))
+        elif offset + limit <= MAX_OFFSET:
+            following = str(request.rel_url.update_query(offset=offset + limit, limit=limit))
     return json_response(
         {
             "items": [resources.notification(r) for r in rows],
             "limit": limit,
             "offset": offset,
             "next": following,
+            "next_cursor": next_cursor,
         }
     )
 
@@ -280,11 +362,12 @@ async def openapi_document(request: web.Request) -> web.Response:
 OPENAPI = web.AppKey("openapi", dict)
 
 
-def build_app(ctx: ApiContext, max_body_bytes: int) -> web.Application:
-    app = web.Application(middlewares=[problems, authenticate], client_max_size=max_body_bytes)
+def build_app(ctx: ApiContext, max_bulk_body_bytes: int = 4 << 20) -> web.Application:
+    app = web.Application(middlewares=[problems, authenticate], client_max_size=max_bulk_body_bytes)
     app[CONTEXT] = ctx
     app[OPENAPI] = openapi(ctx.validator)
     app.router.add_post("/api/notifications", create_notification)
+    app.router.add_post("/api/notifications/bulk", create_bulk)
     app.router.add_get("/api/notifications", list_notifications, allow_head=False)
     app.router.add_get("/api/notifications/{id}", get_notification, allow_head=False)
     app.router.add_delete("/api/notifications/{id}", delete_notification)

@@ -62,6 +62,25 @@ def openapi(validator: Validator) -> dict[str, Any]:
             "description": "Include deleted notifications.",
         },
         {"name": "status", "in": "query", "schema": {"enum": schemas.NOTIFICATION_STATUSES}},
+        {
+            "name": "created_after",
+            "in": "query",
+            "schema": {"type": "string", "format": "date-time"},
+            "description": "Created at or after this time.",
+        },
+        {
+            "name": "created_before",
+            "in": "query",
+            "schema": {"type": "string", "format": "date-time"},
+            "description": "Created before this time.",
+        },
+        {
+            "name": "cursor",
+            "in": "query",
+            "schema": {"type": "string"},
+            "description": "next_cursor of the previous page (empty to start): keyset paging, "
+            "fast at any depth. Not with offset.",
+        },
     ]
     bad = _problem("The request is malformed, or a parameter is out of range.")
     invalid = _problem("The body does not satisfy the schema; `errors` points at the field.")
@@ -107,6 +126,28 @@ def openapi(validator: Validator) -> dict[str, Any]:
                     "operationId": "listNotifications",
                     "parameters": page_params,
                     "responses": {"200": _json("NotificationPage", "Newest first."), "400": bad},
+                },
+            },
+            "/api/notifications/bulk": {
+                "post": {
+                    "operationId": "createNotifications",
+                    "description": "Up to api.max_bulk notifications; each item is answered on "
+                    "its own (202 with id, or a problem document).",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/BulkRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json("BulkResult", "One result per item, in order."),
+                        "400": bad,
+                        "413": _problem("Body too large."),
+                        "415": _problem("Body is not JSON."),
+                        "422": invalid,
+                    },
                 },
             },
             "/api/notifications/{id}": {
@@ -180,7 +221,7 @@ def openapi(validator: Validator) -> dict[str, Any]:
                 "Notification": schemas.notification(),
                 "NotificationPage": {
                     "type": "object",
-                    "required": ["items", "limit", "offset", "next"],
+                    "required": ["items", "limit", "offset", "next", "next_cursor"],
                     "properties": {
                         "items": {
                             "type": "array",
@@ -189,9 +230,40 @@ def openapi(validator: Validator) -> dict[str, Any]:
                         "limit": {"type": "integer"},
                         "offset": {"type": "integer"},
                         "next": {"type": ["string", "null"]},
+                        "next_cursor": {"type": ["string", "null"]},
                     },
                 },
                 "Problem": schemas.problem(),
+                "BulkRequest": {
+                    **schemas.bulk_request(limits.max_bulk),
+                    "properties": {
+                        "notifications": {
+                            **schemas.bulk_request(limits.max_bulk)["properties"]["notifications"],
+                            "items": {"$ref": "#/components/schemas/NotificationRequest"},
+                        }
+                    },
+                },
+                "BulkResult": {
+                    "type": "object",
+                    "required": ["items", "accepted", "rejected"],
+                    "properties": {
+                        "accepted": {"type": "integer"},
+                        "rejected": {"type": "integer"},
+                        "items": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["status"],
+                                "properties": {
+                                    "status": {"type": "integer"},
+                                    "id": {"type": "string", "format": "uuid"},
+                                    "location": {"type": "string"},
+                                    "problem": {"$ref": "#/components/schemas/Problem"},
+                                },
+                            },
+                        },
+                    },
+                },
                 "AttemptList": {
                     "type": "object",
                     "required": ["items"],

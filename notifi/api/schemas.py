@@ -116,6 +116,23 @@ def create_request(limits: Limits) -> dict[str, Any]:
     }
 
 
+def bulk_request(max_bulk: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["notifications"],
+        "additionalProperties": False,
+        "properties": {
+            "notifications": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": max_bulk,
+                # Each item is checked as a single request, and answered on its own.
+                "items": {"type": "object"},
+            }
+        },
+    }
+
+
 def published_destination() -> dict[str, Any]:
     """What the API shows of a destination: secrets and header values never leave."""
     return {

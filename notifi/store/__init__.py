@@ -21,6 +21,13 @@ from notifi.store.sql import query
 __all__ = ["AcceptOutcome", "Accepted", "Finished", "Store", "ensure_database", "migrate"]
 
 Key = tuple[UUID, int]
+ID_MIN = UUID(int=0)
+ID_MAX = UUID(int=(1 << 128) - 1)
+
+
+def id_at(when: datetime) -> UUID:
+    """The smallest UUIDv7 made at `when`: its first 48 bits are the Unix time in ms."""
+    return UUID(int=int(when.timestamp() * 1000) << 80)
 
 
 class AcceptOutcome(StrEnum):
@@ -150,12 +157,33 @@ class Store:
             return (await self._with_deliveries(conn, [row]))[0]
 
     async def list(
-        self, client_id: str | None, *, deleted: bool, status: str | None, limit: int, offset: int
+        self,
+        client_id: str | None,
+        *,
+        deleted: bool,
+        status: str | None,
+        limit: int,
+        offset: int,
+        before: UUID = ID_MAX,
+        since: UUID = ID_MIN,
     ) -> list[dict[str, Any]]:
+        """Newest first, ids in [since, before); client_id None lists every client's."""
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                query("list_notifications"), client_id, deleted, status, limit, offset
-            )
+            if client_id is None:
+                rows = await conn.fetch(
+                    query("list_all_notifications"), deleted, status, limit, offset, before, since
+                )
+            else:
+                rows = await conn.fetch(
+                    query("list_notifications"),
+                    client_id,
+                    deleted,
+                    status,
+                    limit,
+                    offset,
+                    before,
+                    since,
+                )
             return await self._with_deliveries(conn, rows)
 
     async def _with_deliveries(

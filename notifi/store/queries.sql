@@ -29,13 +29,24 @@ SELECT n.client_id, n.idempotency_key, n.id, n.request_hash
 SELECT * FROM notifications WHERE id = $1 AND ($2::text IS NULL OR client_id = $2);
 
 -- name: list_notifications --
--- Newest first; ids are UUIDv7 so id order is creation order and the index serves it.
+-- One client's, newest first. Ids are UUIDv7, so id order is creation order and a time range
+-- is an id range: (client_id, id DESC) serves filters, offsets and the keyset cursor ($6).
 SELECT * FROM notifications
- WHERE ($1::text IS NULL OR client_id = $1)
+ WHERE client_id = $1
+   AND id < $6 AND id >= $7
    AND ($2::bool OR deleted_at IS NULL)
    AND ($3::text IS NULL OR status = $3)
  ORDER BY id DESC
  LIMIT $4 OFFSET $5;
+
+-- name: list_all_notifications --
+-- Every client's (an admin), newest first, on the primary key.
+SELECT * FROM notifications
+ WHERE id < $5 AND id >= $6
+   AND ($1::bool OR deleted_at IS NULL)
+   AND ($2::text IS NULL OR status = $2)
+ ORDER BY id DESC
+ LIMIT $3 OFFSET $4;
 
 -- name: deliveries_of --
 SELECT notification_id, position, kind, destination, status, attempts, last_error,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -16,7 +17,9 @@ from notifi.runtime import Mailbox
 from notifi.store import Store
 from notifi.validation import Limits, Validator
 
-LIMITS = Limits(max_destinations=3, max_title_chars=20, max_body_chars=100, max_data_bytes=200)
+LIMITS = Limits(
+    max_destinations=3, max_title_chars=20, max_body_chars=100, max_data_bytes=200, max_bulk=4
+)
 HOOK = {"type": "webhook", "url": "https://example.com/hook"}
 
 
@@ -39,8 +42,9 @@ async def client(store: Store) -> AsyncIterator[TestClient]:
         ready=ready,
         default_page_size=2,
         max_page_size=5,
+        max_body_bytes=4096,
     )
-    async with TestClient(TestServer(build_app(ctx, max_body_bytes=4096))) as c:
+    async with TestClient(TestServer(build_app(ctx, max_bulk_body_bytes=8192))) as c:
         yield c
     writer.request_stop()
     task.cancel()
@@ -289,3 +293,88 @@ async def test_every_channel_is_accepted(client: TestClient) -> None:
         r = await client.post("/api/notifications", json={"body": "b", "destinations": pair})
         assert r.status == 202, await r.text()
         assert [d["type"] for d in (await r.json())["destinations"]] == [d["type"] for d in pair]
+
+
+async def test_bulk_answers_each_item(client: TestClient, store: Store) -> None:
+    soon = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    items = [
+        {"body": "one", "destinations": [HOOK]},
+        {"body": 5, "destinations": [HOOK]},
+        {"body": "three", "destinations": [{"type": "pigeon"}]},
+        {"body": "four", "destinations": [HOOK], "scheduled_at": soon},
+    ]
+    r = await client.post("/api/notifications/bulk", json={"notifications": items})
+    assert r.status == 200, await r.text()
+    doc = await r.json()
+    assert [i["status"] for i in doc["items"]] == [202, 422, 422, 202]
+    assert (doc["accepted"], doc["rejected"]) == (2, 2)
+    assert doc["items"][1]["problem"]["errors"][0]["pointer"] == "/notifications/1/body"
+    assert (
+        doc["items"][2]["problem"]["errors"][0]["pointer"] == "/notifications/2/destinations/0/type"
+    )
+    assert await count(store) == 2
+    r = await client.get(doc["items"][3]["location"])
+    assert (await r.json())["status"] == "scheduled"
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({}, 422),
+        ({"notifications": []}, 422),
+        ({"notifications": [{}] * 5}, 422),
+        ({"notifications": "x"}, 422),
+        ({"notifications": [], "extra": 1}, 422),
+        ([1], 422),
+    ],
+)
+async def test_bad_bulk_requests(client: TestClient, store: Store, body, status: int) -> None:
+    r = await client.post("/api/notifications/bulk", json=body)
+    assert r.status == status and r.content_type == "application/problem+json"
+    assert await count(store) == 0
+
+
+async def test_bulk_body_limit(client: TestClient) -> None:
+    r = await client.post(
+        "/api/notifications/bulk",
+        data=b"[" + b" " * 9000 + b"]",
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status == 413
+
+
+async def test_cursor_paging_and_time_filters(client: TestClient) -> None:
+    ids = []
+    for i in range(5):
+        r = await client.post("/api/notifications", json={"body": f"n{i}", "destinations": [HOOK]})
+        ids.append((await r.json())["id"])
+        await asyncio.sleep(0.003)  # distinct milliseconds, so time filters can split them
+    page = await (await client.get("/api/notifications?limit=2&cursor=")).json()
+    seen = [n["id"] for n in page["items"]]
+    while page["next"]:
+        assert "cursor=" in page["next"] and "offset" not in page["next"]
+        page = await (await client.get(page["next"])).json()
+        seen += [n["id"] for n in page["items"]]
+    assert seen == ids[::-1]
+    third = await (await client.get(f"/api/notifications/{ids[2]}")).json()
+    created = third["created_at"].replace("+00:00", "Z")
+    after = await (await client.get(f"/api/notifications?limit=5&created_after={created}")).json()
+    assert [n["id"] for n in after["items"]] == ids[:1:-1]
+    before = await (await client.get(f"/api/notifications?limit=5&created_before={created}")).json()
+    assert [n["id"] for n in before["items"]] == ids[1::-1]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "cursor=%%%",
+        "cursor=abc",
+        "cursor=AAAA&offset=2",
+        "created_after=yesterday",
+        "created_before=2026-01-01T00:00:00",
+    ],
+)
+async def test_bad_cursor_and_time_parameters(client: TestClient, query: str) -> None:
+    r = await client.get(f"/api/notifications?{query}")
+    assert r.status == 400, await r.text()
+    assert r.content_type == "application/problem+json"

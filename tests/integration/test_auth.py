@@ -68,7 +68,7 @@ async def make_client(store: Store) -> AsyncIterator[Callable]:
             limiter=limiter or RateLimiter(0, 1),
             metric_clients=frozenset(c["id"] for c in CLIENTS),
         )
-        client = TestClient(TestServer(build_app(ctx, max_body_bytes=65536)))
+        client = TestClient(TestServer(build_app(ctx)))
         await client.start_server()
         opened.append((client, task))
         return client
