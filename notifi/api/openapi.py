@@ -40,6 +40,35 @@ _ID = {
 _LOCATION = {"Location": {"schema": {"type": "string"}, "description": "The notification's URL."}}
 
 
+_AUTH_ERRORS = {
+    "401": _problem("Missing or bad credentials."),
+    "403": _problem("This client may not do this (a read-only client writing)."),
+    "429": {
+        **_problem("Over this client's request rate; see Retry-After."),
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+}
+_SECURITY_SCHEMES = {
+    "clientId": {"type": "apiKey", "in": "header", "name": "CF-Access-Client-Id"},
+    "clientSecret": {"type": "apiKey", "in": "header", "name": "CF-Access-Client-Secret"},
+    "accessJwt": {"type": "apiKey", "in": "header", "name": "Cf-Access-Jwt-Assertion"},
+}
+
+
+def _with_auth(doc: dict[str, Any]) -> dict[str, Any]:
+    """Every /api operation but the description itself needs a client and may be refused."""
+    for path, item in doc["paths"].items():
+        if not path.startswith("/api/notifications"):
+            continue
+        for name, operation in item.items():
+            if name == "parameters":
+                continue
+            operation["responses"].update(_AUTH_ERRORS)
+            operation["security"] = [{"clientId": [], "clientSecret": []}, {"accessJwt": []}, {}]
+    doc["components"]["securitySchemes"] = _SECURITY_SCHEMES
+    return doc
+
+
 def openapi(validator: Validator) -> dict[str, Any]:
     limits = validator.limits
     request = schemas.create_request(limits)
@@ -85,190 +114,200 @@ def openapi(validator: Validator) -> dict[str, Any]:
     bad = _problem("The request is malformed, or a parameter is out of range.")
     invalid = _problem("The body does not satisfy the schema; `errors` points at the field.")
     missing = _problem("No such notification (for this client).")
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Notifi",
-            "version": "0.1.0",
-            "description": "Submit notifications and follow their delivery.",
-        },
-        "paths": {
-            "/api/notifications": {
-                "post": {
-                    "operationId": "createNotification",
-                    "parameters": [
-                        {
-                            "name": "Idempotency-Key",
-                            "in": "header",
-                            "required": False,
-                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    return _with_auth(
+        {
+            "openapi": "3.1.0",
+            "info": {
+                "title": "Notifi",
+                "version": "0.1.0",
+                "description": "Submit notifications and follow their delivery.",
+            },
+            "paths": {
+                "/api/notifications": {
+                    "post": {
+                        "operationId": "createNotification",
+                        "parameters": [
+                            {
+                                "name": "Idempotency-Key",
+                                "in": "header",
+                                "required": False,
+                                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                            },
+                        ],
+                        "requestBody": {
+                            "required": True,
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/NotificationRequest"}
+                                }
+                            },
                         },
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/NotificationRequest"}
+                        "responses": {
+                            "202": _json("Notification", "Accepted.", _LOCATION),
+                            "200": _json("Notification", "Idempotent replay.", _LOCATION),
+                            "400": bad,
+                            "409": _problem("Idempotency-Key reused with a different body."),
+                            "413": _problem("Body too large."),
+                            "415": _problem("Body is not JSON."),
+                            "422": invalid,
+                        },
+                    },
+                    "get": {
+                        "operationId": "listNotifications",
+                        "parameters": page_params,
+                        "responses": {
+                            "200": _json("NotificationPage", "Newest first."),
+                            "400": bad,
+                        },
+                    },
+                },
+                "/api/notifications/bulk": {
+                    "post": {
+                        "operationId": "createNotifications",
+                        "description": "Up to api.max_bulk notifications; each item is answered on "
+                        "its own (202 with id, or a problem document).",
+                        "requestBody": {
+                            "required": True,
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/BulkRequest"}
+                                }
+                            },
+                        },
+                        "responses": {
+                            "200": _json("BulkResult", "One result per item, in order."),
+                            "400": bad,
+                            "413": _problem("Body too large."),
+                            "415": _problem("Body is not JSON."),
+                            "422": invalid,
+                        },
+                    },
+                },
+                "/api/notifications/{id}": {
+                    "parameters": [_ID],
+                    "get": {
+                        "operationId": "getNotification",
+                        "responses": {
+                            "200": _json("Notification", "The notification."),
+                            "404": missing,
+                        },
+                    },
+                    "delete": {
+                        "operationId": "deleteNotification",
+                        "responses": {
+                            "200": _json("Notification", "Deleted; undelivered work cancelled."),
+                            "404": missing,
+                        },
+                    },
+                },
+                "/api/notifications/{id}/attempts": {
+                    "parameters": [_ID],
+                    "get": {
+                        "operationId": "listAttempts",
+                        "responses": {
+                            "200": _json("AttemptList", "Every attempt, oldest first."),
+                            "404": missing,
+                        },
+                    },
+                },
+                "/api/notifications/{id}/retry": {
+                    "parameters": [_ID],
+                    "post": {
+                        "operationId": "retryNotification",
+                        "description": "One more attempt for each failed or cancelled delivery "
+                        "(a deleted notification is restored); delivered ones are left alone.",
+                        "responses": {"202": _json("Notification", "Re-queued."), "404": missing},
+                    },
+                },
+                "/healthz": {
+                    "get": {
+                        "operationId": "healthz",
+                        "responses": {"200": {"description": "Alive."}},
+                    }
+                },
+                "/readyz": {
+                    "get": {
+                        "operationId": "readyz",
+                        "responses": {
+                            "200": {"description": "Ready."},
+                            "503": {"description": "Not ready."},
+                        },
+                    }
+                },
+                "/metrics": {
+                    "get": {
+                        "operationId": "metrics",
+                        "responses": {
+                            "200": {
+                                "description": "Prometheus text format.",
+                                "content": {"text/plain": {"schema": {"type": "string"}}},
                             }
                         },
-                    },
-                    "responses": {
-                        "202": _json("Notification", "Accepted.", _LOCATION),
-                        "200": _json("Notification", "Idempotent replay.", _LOCATION),
-                        "400": bad,
-                        "409": _problem("Idempotency-Key reused with a different body."),
-                        "413": _problem("Body too large."),
-                        "415": _problem("Body is not JSON."),
-                        "422": invalid,
-                    },
-                },
-                "get": {
-                    "operationId": "listNotifications",
-                    "parameters": page_params,
-                    "responses": {"200": _json("NotificationPage", "Newest first."), "400": bad},
+                    }
                 },
             },
-            "/api/notifications/bulk": {
-                "post": {
-                    "operationId": "createNotifications",
-                    "description": "Up to api.max_bulk notifications; each item is answered on "
-                    "its own (202 with id, or a problem document).",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/BulkRequest"}
-                            }
-                        },
+            "components": {
+                "schemas": {
+                    "NotificationRequest": request,
+                    **{
+                        f"{kind.capitalize()}Destination": schema
+                        for kind, schema in schemas.destination_schemas().items()
                     },
-                    "responses": {
-                        "200": _json("BulkResult", "One result per item, in order."),
-                        "400": bad,
-                        "413": _problem("Body too large."),
-                        "415": _problem("Body is not JSON."),
-                        "422": invalid,
-                    },
-                },
-            },
-            "/api/notifications/{id}": {
-                "parameters": [_ID],
-                "get": {
-                    "operationId": "getNotification",
-                    "responses": {
-                        "200": _json("Notification", "The notification."),
-                        "404": missing,
-                    },
-                },
-                "delete": {
-                    "operationId": "deleteNotification",
-                    "responses": {
-                        "200": _json("Notification", "Deleted; undelivered work cancelled."),
-                        "404": missing,
-                    },
-                },
-            },
-            "/api/notifications/{id}/attempts": {
-                "parameters": [_ID],
-                "get": {
-                    "operationId": "listAttempts",
-                    "responses": {
-                        "200": _json("AttemptList", "Every attempt, oldest first."),
-                        "404": missing,
-                    },
-                },
-            },
-            "/api/notifications/{id}/retry": {
-                "parameters": [_ID],
-                "post": {
-                    "operationId": "retryNotification",
-                    "description": "One more attempt for each failed or cancelled delivery "
-                    "(a deleted notification is restored); delivered ones are left alone.",
-                    "responses": {"202": _json("Notification", "Re-queued."), "404": missing},
-                },
-            },
-            "/healthz": {
-                "get": {"operationId": "healthz", "responses": {"200": {"description": "Alive."}}}
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "readyz",
-                    "responses": {
-                        "200": {"description": "Ready."},
-                        "503": {"description": "Not ready."},
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "operationId": "metrics",
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus text format.",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
-        },
-        "components": {
-            "schemas": {
-                "NotificationRequest": request,
-                **{
-                    f"{kind.capitalize()}Destination": schema
-                    for kind, schema in schemas.destination_schemas().items()
-                },
-                "NamedDestination": schemas.named_destination(),
-                "Notification": schemas.notification(),
-                "NotificationPage": {
-                    "type": "object",
-                    "required": ["items", "limit", "offset", "next", "next_cursor"],
-                    "properties": {
-                        "items": {
-                            "type": "array",
-                            "items": {"$ref": "#/components/schemas/Notification"},
-                        },
-                        "limit": {"type": "integer"},
-                        "offset": {"type": "integer"},
-                        "next": {"type": ["string", "null"]},
-                        "next_cursor": {"type": ["string", "null"]},
-                    },
-                },
-                "Problem": schemas.problem(),
-                "BulkRequest": {
-                    **schemas.bulk_request(limits.max_bulk),
-                    "properties": {
-                        "notifications": {
-                            **schemas.bulk_request(limits.max_bulk)["properties"]["notifications"],
-                            "items": {"$ref": "#/components/schemas/NotificationRequest"},
-                        }
-                    },
-                },
-                "BulkResult": {
-                    "type": "object",
-                    "required": ["items", "accepted", "rejected"],
-                    "properties": {
-                        "accepted": {"type": "integer"},
-                        "rejected": {"type": "integer"},
-                        "items": {
-                            "type": "array",
+                    "NamedDestination": schemas.named_destination(),
+                    "Notification": schemas.notification(),
+                    "NotificationPage": {
+                        "type": "object",
+                        "required": ["items", "limit", "offset", "next", "next_cursor"],
+                        "properties": {
                             "items": {
-                                "type": "object",
-                                "required": ["status"],
-                                "properties": {
-                                    "status": {"type": "integer"},
-                                    "id": {"type": "string", "format": "uuid"},
-                                    "location": {"type": "string"},
-                                    "problem": {"$ref": "#/components/schemas/Problem"},
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/Notification"},
+                            },
+                            "limit": {"type": "integer"},
+                            "offset": {"type": "integer"},
+                            "next": {"type": ["string", "null"]},
+                            "next_cursor": {"type": ["string", "null"]},
+                        },
+                    },
+                    "Problem": schemas.problem(),
+                    "BulkRequest": {
+                        **schemas.bulk_request(limits.max_bulk),
+                        "properties": {
+                            "notifications": {
+                                **schemas.bulk_request(limits.max_bulk)["properties"][
+                                    "notifications"
+                                ],
+                                "items": {"$ref": "#/components/schemas/NotificationRequest"},
+                            }
+                        },
+                    },
+                    "BulkResult": {
+                        "type": "object",
+                        "required": ["items", "accepted", "rejected"],
+                        "properties": {
+                            "accepted": {"type": "integer"},
+                            "rejected": {"type": "integer"},
+                            "items": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["status"],
+                                    "properties": {
+                                        "status": {"type": "integer"},
+                                        "id": {"type": "string", "format": "uuid"},
+                                        "location": {"type": "string"},
+                                        "problem": {"$ref": "#/components/schemas/Problem"},
+                                    },
                                 },
                             },
                         },
                     },
-                },
-                "AttemptList": {
-                    "type": "object",
-                    "required": ["items"],
-                    "properties": {"items": {"type": "array", "items": schemas.attempt()}},
-                },
-            }
-        },
-    }
+                    "AttemptList": {
+                        "type": "object",
+                        "required": ["items"],
+                        "properties": {"items": {"type": "array", "items": schemas.attempt()}},
+                    },
+                }
+            },
+        }
+    )

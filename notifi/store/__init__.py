@@ -27,7 +27,8 @@ ID_MAX = UUID(int=(1 << 128) - 1)
 
 def id_at(when: datetime) -> UUID:
     """The smallest UUIDv7 made at `when`: its first 48 bits are the Unix time in ms."""
-    return UUID(int=int(when.timestamp() * 1000) << 80)
+    ms = min(max(int(when.timestamp() * 1000), 0), (1 << 48) - 1)  # the range a UUIDv7 holds
+    return UUID(int=ms << 80)
 
 
 class AcceptOutcome(StrEnum):

@@ -378,3 +378,10 @@ async def test_bad_cursor_and_time_parameters(client: TestClient, query: str) ->
     r = await client.get(f"/api/notifications?{query}")
     assert r.status == 400, await r.text()
     assert r.content_type == "application/problem+json"
+
+
+@pytest.mark.parametrize("when", ["0045-01-01T02:01:00-07:32", "9999-12-31T23:59:59Z"])
+async def test_extreme_time_filters_are_harmless(client: TestClient, when: str) -> None:
+    for name in ("created_after", "created_before"):
+        r = await client.get("/api/notifications", params={name: when, "cursor": ""})
+        assert r.status == 200, await r.text()
