@@ -68,11 +68,13 @@ class Backstop(Actor):
         interval_s: float,
         grace_s: float,
         batch: int,
+        idempotency_retention_s: float = 86_400.0,
     ) -> None:
         super().__init__(name)
         self._store = store
         self._lo, self._hi = lo, hi
         self._interval_s, self._grace_s, self._batch = interval_s, grace_s, batch
+        self._retention_s = idempotency_retention_s
 
     async def run(self) -> None:
         while not self.should_stop:
@@ -85,3 +87,6 @@ class Backstop(Actor):
                 log.warning("backstop_requeued", actor=self.name, unrouted=unrouted, stuck=stuck)
                 metrics.backstop_requeued.add({"kind": "unrouted"}, unrouted)
                 metrics.backstop_requeued.add({"kind": "stuck"}, stuck)
+            await self._store.expire_idempotency_keys(
+                self._lo, self._hi, self._retention_s, self._batch
+            )

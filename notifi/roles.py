@@ -224,6 +224,7 @@ class Process:
                         hi=hi,
                         interval_s=s.poller.backstop_interval,
                         grace_s=s.poller.backstop_grace,
+                        idempotency_retention_s=s.api.idempotency_retention,
                         batch=s.poller.batch,
                     ),
                 )

@@ -38,6 +38,7 @@ class Api:
     accept_linger_ms: float
     max_bulk: int
     max_bulk_body_bytes: int
+    idempotency_retention: float
     rate_limit: float
     rate_burst: int
 
@@ -200,6 +201,7 @@ _POSITIVE = {
     "accept_batch",
     "max_bulk",
     "max_bulk_body_bytes",
+    "idempotency_retention",
     "rate_burst",
     "pool_min",
     "pool_max",

@@ -243,6 +243,14 @@ class Store:
             stuck = await conn.fetchval(query("backstop_stuck"), lo, hi, grace_s, limit)
         return unrouted, stuck
 
+    async def expire_idempotency_keys(
+        self, lo: int, hi: int, retention_s: float, limit: int
+    ) -> int:
+        status = await self.pool.execute(
+            query("expire_idempotency_keys"), lo, hi, retention_s, limit
+        )
+        return int(status.split()[-1])
+
     # -- delivery ---------------------------------------------------------------------
 
     async def load_jobs(self, keys: Sequence[Key]) -> dict[Key, asyncpg.Record]:

@@ -277,3 +277,14 @@ WITH n AS (
     SELECT notification_id, position, attempts + 1, now(), partition_key FROM reopened
 )
 SELECT (SELECT count(*) FROM n) AS found, (SELECT count(*) FROM reopened) AS reopened;
+
+-- name: expire_idempotency_keys --
+-- Keys older than the retention window stop protecting against replays (Stripe-style).
+UPDATE notifications
+   SET idempotency_key = NULL
+ WHERE id IN (SELECT id FROM notifications
+               WHERE idempotency_key IS NOT NULL
+                 AND created_at < now() - make_interval(secs => $3)
+                 AND partition_key BETWEEN $1 AND $2
+               LIMIT $4
+                 FOR UPDATE SKIP LOCKED);

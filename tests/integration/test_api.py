@@ -385,3 +385,17 @@ async def test_extreme_time_filters_are_harmless(client: TestClient, when: str) 
     for name in ("created_after", "created_before"):
         r = await client.get("/api/notifications", params={name: when, "cursor": ""})
         assert r.status == 200, await r.text()
+
+
+async def test_idempotency_under_concurrent_duplicates(client: TestClient, store: Store) -> None:
+    body = {"body": "once", "destinations": [HOOK]}
+
+    async def send() -> tuple[int, str]:
+        r = await client.post("/api/notifications", json=body, headers={"Idempotency-Key": "k"})
+        return r.status, (await r.json())["id"]
+
+    results = await asyncio.gather(*(send() for _ in range(20)))
+    assert sorted(s for s, _ in results) == [200] * 19 + [202]
+    assert len({nid for _, nid in results}) == 1
+    assert await count(store) == 1
+    assert await store.pool.fetchval("SELECT count(*) FROM deliveries") == 1

@@ -182,3 +182,14 @@ async def test_postgres_claims_are_leases(store: Store) -> None:
     assert await store.claim_in_postgres([key], ttl_s=30) == {key}
     assert await store.claim_in_postgres([key], ttl_s=30) == set()
     assert await store.delivered_in_postgres([key]) == set()
+
+
+async def test_idempotency_keys_expire_after_the_retention(store: Store) -> None:
+    first = new_notification(idempotency_key="k")
+    await store.accept([first])
+    assert await store.expire_idempotency_keys(0, 1023, retention_s=3600, limit=100) == 0
+    await store.pool.execute("UPDATE notifications SET created_at = now() - interval '2 hours'")
+    assert await store.expire_idempotency_keys(0, 1023, retention_s=3600, limit=100) == 1
+    again = new_notification(idempotency_key="k")
+    [result] = await store.accept([again])
+    assert result.outcome is AcceptOutcome.CREATED and result.id == again.id
