@@ -60,9 +60,16 @@ class AcceptWriter(Actor):
                 if not future.done():
                     future.set_exception(Unavailable("The database is unreachable; try again."))
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        for (n, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+            log.debug(
+                "notification_accepted",
+                actor=self.name,
+                notification_id=str(result.id),
+                client_id=n.client_id,
+                outcome=str(result.outcome),
+            )
         created = [
             events.accepted(n.id, n.partition_key)
             for (n, _), r in zip(batch, results, strict=True)

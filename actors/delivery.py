@@ -4,6 +4,7 @@ recorder that writes their outcomes in batches before the jobs' offsets are comm
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -87,6 +88,8 @@ class DeliveryConsumer(Actor):
             if time.monotonic() - last_commit > 0.2:
                 await self._commit()
                 last_commit = time.monotonic()
+                if (lag := await self._consumer.lag()) is not None:
+                    metrics.consumer_lag.set({"group": self._group}, lag)
         # Drain: stop fetching, let the workers finish what they hold, commit what they did.
         deadline = time.monotonic() + self._drain_timeout_s
         while self._tracker.in_flight() and time.monotonic() < deadline:
@@ -179,7 +182,12 @@ class DeliveryWorker(Actor):
     async def run(self) -> None:
         while True:  # until stopped with an empty mailbox
             async with self.receive() as work:
-                await self._handle(work)
+                with structlog.contextvars.bound_contextvars(
+                    actor=self.name,
+                    notification_id=str(work.job.notification_id),
+                    client_id=work.row["client_id"],
+                ):
+                    await self._handle(work)
 
     async def _handle(self, work: Work) -> None:
         job = work.job
@@ -246,6 +254,17 @@ class DeliveryWorker(Actor):
             outcome=str(result.outcome),
             status_code=result.status_code,
             error=result.error,
+        )
+        log.log(
+            logging.DEBUG if result.outcome is Outcome.DELIVERED else logging.INFO,
+            "delivery_attempted",
+            position=job.position,
+            attempt=job.attempt,
+            channel=kind,
+            outcome=str(result.outcome),
+            status_code=result.status_code,
+            error=result.error,
+            duration_ms=round(result.duration_ms, 2),
         )
         if result.outcome is Outcome.DELIVERED:
             await self._claims.mark_delivered(job.key)

@@ -63,6 +63,8 @@ class Router(Actor):
                 tp = (r.topic, r.partition)
                 offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
             await self._consumer.commit(offsets)
+            if (lag := await self._consumer.lag()) is not None:
+                metrics.consumer_lag.set({"group": self._group}, lag)
 
     async def on_stop(self) -> None:
         if self._consumer is not None:

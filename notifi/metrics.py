@@ -75,6 +75,14 @@ deferred = Counter(
     "Jobs sent back to the outbox unattempted, by breaker state (closed: at the per-host bound).",
     registry=REGISTRY,
 )
+breakers_open = Gauge(
+    "notifi_delivery_breakers_open", "Hosts whose circuit breaker is open.", registry=REGISTRY
+)
+consumer_lag = Gauge(
+    "notifi_consumer_lag_messages",
+    "Messages a consumer group member is behind on the partitions it owns, by group.",
+    registry=REGISTRY,
+)
 mailbox_depth = Gauge(
     "notifi_mailbox_depth", "Messages waiting in an actor's mailbox.", registry=REGISTRY
 )

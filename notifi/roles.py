@@ -76,17 +76,17 @@ def check(settings: Settings, plan: Plan) -> None:
         )
 
 
-class MailboxGauge(Actor):
-    """Samples the depth of the process's mailboxes into a gauge once a second."""
+class Sampler(Actor):
+    """Sets the process's sampled gauges (mailbox depths, open breakers) once a second."""
 
-    def __init__(self, mailboxes: list[Mailbox]) -> None:
-        super().__init__("mailbox-gauge")
-        self._mailboxes = mailboxes
+    def __init__(self, probes: list[Callable[[], None]]) -> None:
+        super().__init__("sampler")
+        self._probes = probes
 
     async def run(self) -> None:
         while not self.should_stop:
-            for box in self._mailboxes:
-                metrics.mailbox_depth.set({"mailbox": box.name}, box.qsize())
+            for probe in self._probes:
+                probe()
             await self.sleep(1.0)
 
 
@@ -102,7 +102,7 @@ class Process:
         self.bus: Bus
         self.claims: Claims | None = None
         self.draining = False
-        self.mailboxes: list[Mailbox] = []
+        self.probes: list[Callable[[], None]] = []
 
     async def open(self) -> None:
         s = self.settings
@@ -248,16 +248,19 @@ class Process:
                 )
         if "api" in plan.roles:
             specs += self._api_children(ready, timeout)
-        boxes = self.mailboxes
-        specs.append(ChildSpec("mailbox-gauge", lambda: MailboxGauge(boxes), Restart.TRANSIENT))
+        specs.append(ChildSpec("sampler", lambda: Sampler(self.probes), Restart.TRANSIENT))
         return specs
+
+    def _sample(self, box: Mailbox) -> None:
+        self.probes.append(lambda: metrics.mailbox_depth.set({"mailbox": box.name}, box.qsize()))
 
     def _delivery_children(self, timeout: float) -> list[ChildSpec]:
         s, topics = self.settings, self.topics
         assert self.claims is not None
         work: Mailbox = Mailbox("delivery-work", s.delivery.mailbox)
         records: Mailbox = Mailbox("delivery-records", s.delivery.mailbox)
-        self.mailboxes += [work, records]
+        self._sample(work)
+        self._sample(records)
         policy = RetryPolicy.of(s.delivery.retry_schedule, s.delivery.retry_jitter)
         webhook = WebhookSender(self.http, self.policy, s.delivery.timeout)
         senders: dict[str, Sender] = {
@@ -271,6 +274,7 @@ class Process:
             cooldown_s=s.delivery.breaker_cooldown,
             max_cooldown_s=s.delivery.breaker_max_cooldown,
         )
+        self.probes.append(lambda: metrics.breakers_open.set({}, gate.open_hosts()))
         specs = [
             ChildSpec(
                 "recorder",
@@ -328,7 +332,7 @@ class Process:
     ) -> list[ChildSpec]:
         s = self.settings
         inbox: Mailbox = Mailbox("accept", s.api.accept_batch * 4)
-        self.mailboxes.append(inbox)
+        self._sample(inbox)
         limits = Limits(
             s.api.max_destinations,
             s.api.max_title_chars,

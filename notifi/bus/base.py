@@ -46,6 +46,10 @@ class Consumer(Protocol):
         """Commits the NEXT offset to read per partition (last processed + 1)."""
         ...
 
+    async def lag(self) -> int | None:
+        """Messages behind the end of the partitions this consumer owns (None: unknown)."""
+        ...
+
 
 class Bus(Protocol):
     async def start(self) -> None: ...

@@ -136,6 +136,15 @@ class KafkaConsumer:
             for m in messages
         ]
 
+    async def lag(self) -> int | None:
+        total = 0
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is None:
+                return None  # not fetched yet
+            total += max(end - await self._consumer.position(tp), 0)
+        return total
+
     async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
         owned = self._consumer.assignment()
         mine = {

@@ -97,6 +97,9 @@ class MemoryConsumer:
                 for offset in range(start, stop)
             ]
 
+    async def lag(self) -> int | None:
+        return self._topic.end - self._topic.positions[self._group]
+
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         t = self._topic
         offset = offsets.get((t.name, 0))
