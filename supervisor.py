@@ -144,9 +144,12 @@ async def serve(settings: Settings, plan: Plan) -> int:
         loop = asyncio.get_running_loop()
 
         def drain(signame: str) -> None:
-            log.info("draining", signal=signame)
-            process.draining = True  # readiness fails first
-            supervisor.stop()
+            if process.draining:
+                supervisor.stop()  # a second signal: no more waiting
+                return
+            log.info("draining", signal=signame, delay_s=settings.supervisor.drain_delay)
+            process.draining = True  # readiness fails first, so load balancers move away
+            loop.call_later(settings.supervisor.drain_delay, supervisor.stop)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, drain, sig.name)

@@ -145,6 +145,7 @@ class SupervisorSettings:
     max_restarts: int
     restart_period: float
     shutdown_timeout: float
+    drain_delay: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -188,6 +189,7 @@ _RULES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("delivery", "allowed_networks"): (lambda v: all(_is_cidr(c) for c in v), "a list of CIDRs"),
     ("api", "default_page_size"): (lambda v: v >= 1, "at least 1"),
     ("api", "rate_limit"): (lambda v: v >= 0, "0 (no limit) or more requests per second"),
+    ("supervisor", "drain_delay"): (lambda v: v >= 0, "0 or more seconds"),
 }
 
 # Counts, sizes and durations that must be positive.

@@ -3,10 +3,13 @@ at start with a message naming the setting, and flags are checked."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import socket
 import subprocess
 import sys
 
+import aiohttp
 import pytest
 
 from tests.support.process import ROOT, NotifiProcess, free_port
@@ -90,3 +93,22 @@ def test_unreachable_postgres_stops_start_up_with_a_message() -> None:
     assert result.returncode == 3, result.stderr
     assert "start_failed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_readiness_fails_first_on_sigterm(settings_env: dict[str, str]) -> None:
+    port = free_port()
+    env = {**settings_env, "NOTIFI_API__PORT": str(port), "NOTIFI_SUPERVISOR__DRAIN_DELAY": "1"}
+    proc = NotifiProcess(["--roles", "all"], env, ready_port=port).start()
+    try:
+        await proc.wait_ready()
+        proc.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/readyz") as r,
+        ):
+            assert r.status == 503  # still serving, no longer ready
+            assert (await r.json())["checks"]["accepting"] is False
+        assert await proc.wait_exit(30) == 0
+    finally:
+        proc.kill()
