@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import time
 from collections.abc import AsyncIterator
@@ -41,6 +42,7 @@ async def notifi(
         "NOTIFI_DELIVERY__RETRY_SCHEDULE": "[0.3, 0.3]",
         "NOTIFI_DELIVERY__RETRY_JITTER": "0",
         "NOTIFI_DELIVERY__TIMEOUT": "2",
+        "NOTIFI_LOG__LEVEL": "debug",
     }
     proc = NotifiProcess(["--roles", "all"], env, ready_port=port).start()
     try:
@@ -241,3 +243,34 @@ async def test_replay_and_attempts_of_unknown_ids(notifi: str, path: str) -> Non
             async with method(f"{notifi}/api/notifications/{nid}{path}") as r:
                 assert r.status == 404
                 assert r.content_type == "application/problem+json"
+
+
+async def test_json_logs_carry_context_and_no_secret(
+    notifi: str, receiver: Receiver, request: pytest.FixtureRequest
+) -> None:
+    doc = await post(
+        notifi,
+        {
+            "body": "x",
+            "destinations": [
+                {
+                    "type": "webhook",
+                    "url": receiver.url("flaky"),
+                    "secret": SECRET,
+                    "headers": {"Authorization": "Bearer hunter2"},
+                }
+            ],
+        },
+    )
+    await wait_status(notifi, doc["id"], "delivered")
+    await asyncio.sleep(0.2)
+    output = request.node.notifi_process.output(limit=None)
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert lines and all("level" in e and "timestamp" in e for e in lines)
+    mine = [e for e in lines if e.get("notification_id") == doc["id"]]
+    events = {e["event"] for e in mine}
+    assert {"notification_accepted", "delivery_attempted"} <= events
+    for e in mine:
+        if e["event"] == "delivery_attempted":
+            assert e["actor"].startswith("worker-") and e["client_id"] == "anonymous"
+    assert SECRET[6:] not in output and "hunter2" not in output

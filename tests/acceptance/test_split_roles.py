@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.process import NotifiProcess, free_port
 from tests.support.receiver import Receiver
@@ -24,6 +25,35 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 def broker() -> Iterator[TansuBroker]:
     with TansuBroker() as b:
         yield b
+
+
+# What each role's /metrics must show after real traffic (counters above zero).
+EXPECTED = {
+    "api": {"notifi_api_requests", "notifi_notifications_accepted"},
+    "router": {"notifi_notifications_routed", "notifi_consumer_lag_messages"},
+    "poller": {"notifi_poller_dispatched", "notifi_poller_lag_seconds"},
+    "delivery": {
+        "notifi_delivery_attempts",
+        "notifi_delivery_lateness_seconds",
+        "notifi_delivery_duration_seconds",
+        "notifi_consumer_lag_messages",
+        "notifi_mailbox_depth",
+    },
+}
+
+
+async def check_metrics(role_name: str, port: int) -> None:
+    """Scrapes a process and parses the text with Prometheus's own parser."""
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as r:
+        assert r.status == 200
+        text = await r.text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name in EXPECTED[role_name]:
+        assert name in families, (role_name, name, sorted(families))
+        family = families[name]
+        assert family.samples, (role_name, name)
+        if family.type in ("counter", "histogram"):
+            assert max(s.value for s in family.samples) > 0, (role_name, name)
 
 
 def role(args: list[str], env: dict[str, str]) -> NotifiProcess:
@@ -102,6 +132,10 @@ async def test_split_roles_survive_a_killed_delivery(
             for nid in ids.values():
                 async with http.get(f"{url}/{nid}") as r:
                     assert (await r.json())["status"] == "delivered"
+        roles = {"api": api, "router": procs[1], "poller": procs[2], "delivery": delivery}
+        for name, proc in roles.items():
+            await check_metrics(name, proc.ready_port)
+        await check_metrics("poller", procs[3].ready_port)
         codes = [await p.terminate(30) for p in [*procs, delivery]]
         assert codes == [0] * len(codes), [p.output() for p in [*procs, delivery]]
     finally:

@@ -61,8 +61,9 @@ class NotifiProcess:
                 await asyncio.sleep(0.1)
         raise TimeoutError(f"not ready in {timeout_s}s:\n{self.output()}")
 
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")[-6000:]
+    def output(self, limit: int | None = 6000) -> str:
+        text = Path(self.log.name).read_text(errors="replace")
+        return text if limit is None else text[-limit:]
 
     async def wait_exit(self, timeout_s: float = 30.0) -> int:
         assert self.proc is not None
