@@ -54,10 +54,11 @@ class Router(Actor):
                         topic=record.topic,
                         offset=record.offset,
                     )
-            jobs = await self._store.route(ids, self._horizon_s) if ids else []
+            jobs, scheduled = await self._store.route(ids, self._horizon_s) if ids else ([], 0)
             if jobs:
                 await self._bus.publish(self._target, events.delivery_due(jobs))
             metrics.routed.add({"route": "immediate"}, len(jobs))
+            metrics.routed.add({"route": "scheduled"}, scheduled)
             offsets: dict[tuple[str, int], int] = {}
             for r in records:
                 tp = (r.topic, r.partition)

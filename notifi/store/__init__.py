@@ -219,10 +219,12 @@ class Store:
 
     # -- router and poller ------------------------------------------------------------
 
-    async def route(self, ids: Sequence[UUID], horizon_s: float) -> list[DeliveryJob]:
-        """Routes accepted notifications once; returns the jobs due within `horizon_s`."""
+    async def route(self, ids: Sequence[UUID], horizon_s: float) -> tuple[list[DeliveryJob], int]:
+        """Routes accepted notifications once: the jobs due within `horizon_s`, and how many
+        went to the outbox for later."""
         rows = await self.pool.fetch(query("route"), list(ids), horizon_s)
-        return [DeliveryJob(r[0], r[1], r[2], r[3]) for r in rows]
+        now = [DeliveryJob(r[0], r[1], r[2], r[3]) for r in rows if r["due_now"]]
+        return now, len(rows) - len(now)
 
     @asynccontextmanager
     async def claim_due(

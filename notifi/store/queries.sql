@@ -96,9 +96,9 @@ WITH routed AS (
       FROM open
      WHERE due_at > now() + make_interval(secs => $2)
 )
-SELECT notification_id, position, attempt, due_at
-  FROM open
- WHERE due_at <= now() + make_interval(secs => $2);
+SELECT notification_id, position, attempt, due_at,
+       due_at <= now() + make_interval(secs => $2) AS due_now
+  FROM open;
 
 -- name: claim_due --
 -- The poller's step: due rows of one partition range, taken and removed in one statement.

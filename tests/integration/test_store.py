@@ -47,12 +47,13 @@ async def test_idempotency_key_replay_and_conflict(store: Store) -> None:
 async def test_route_publishes_due_and_schedules_later(store: Store) -> None:
     now_n, later_n = new_notification(), new_notification(in_s=60)
     await store.accept([now_n, later_n])
-    jobs = await store.route([now_n.id, later_n.id], horizon_s=0.5)
+    jobs, scheduled = await store.route([now_n.id, later_n.id], horizon_s=0.5)
     assert [(j.notification_id, j.position, j.attempt) for j in jobs] == [(now_n.id, 0, 1)]
+    assert scheduled == 1
     outbox = await store.pool.fetch("SELECT notification_id, due_at FROM outbox")
     assert [r["notification_id"] for r in outbox] == [later_n.id]
     assert outbox[0]["due_at"] == later_n.scheduled_at
-    assert await store.route([now_n.id, later_n.id], horizon_s=0.5) == []  # once only
+    assert await store.route([now_n.id, later_n.id], horizon_s=0.5) == ([], 0)  # once only
 
 
 async def test_claim_due_takes_only_due_rows_of_its_range(store: Store) -> None:
