@@ -12,7 +12,7 @@ from aiohttp import web
 
 from notifi import events
 from notifi.bus import Bus, BusError
-from notifi.errors import Unavailable
+from notifi.errors import InvalidRequest, Unavailable
 from notifi.model import NewNotification
 from notifi.runtime import Actor, Mailbox
 from notifi.store import Accepted, AcceptOutcome, Store
@@ -54,11 +54,22 @@ class AcceptWriter(Actor):
     async def _write(self, batch: list[Submission]) -> None:
         try:
             results = await self._store.accept([n for n, _ in batch])
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
             log.warning("accept_write_failed", error=str(exc), batch=len(batch))
             for _, future in batch:
                 if not future.done():
                     future.set_exception(Unavailable("The database is unreachable; try again."))
+            return
+        except asyncpg.PostgresError as exc:
+            # Data the database refused: one item should not sink the others in its batch.
+            if len(batch) > 1:
+                for item in batch:
+                    await self._write([item])
+                return
+            log.warning("accept_refused", error=str(exc))
+            future = batch[0][1]
+            if not future.done():
+                future.set_exception(InvalidRequest(f"The notification cannot be stored: {exc}"))
             return
         for (n, future), result in zip(batch, results, strict=True):
             if not future.done():

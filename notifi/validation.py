@@ -56,6 +56,25 @@ def _schema_problem(exc: fastjsonschema.JsonSchemaValueException, prefix: str) -
     return InvalidRequest(detail, pointer=prefix + (field if field != "/" else ""))
 
 
+def _nul_at(value: Any, path: str = "") -> str | None:
+    """The pointer of the first string (or key) holding a NUL character: Postgres text and
+    jsonb cannot store one, so it is refused here rather than failing a whole batch later."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}"
+            if "\x00" in str(key):
+                return here
+            if (found := _nul_at(item, here)) is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if (found := _nul_at(item, f"{path}/{i}")) is not None:
+                return found
+    return None
+
+
 class Validator:
     """Turns a decoded request body into a `NewNotification`, or raises `InvalidRequest`."""
 
@@ -90,6 +109,8 @@ class Validator:
             self._check_request(body)
         except fastjsonschema.JsonSchemaValueException as exc:
             raise _schema_problem(exc, prefix) from None
+        if (where := _nul_at(body)) is not None:
+            raise InvalidRequest("text may not contain NUL characters", pointer=prefix + where)
         now = now or datetime.now(UTC)
         data = body.get("data") or {}
         if len(orjson.dumps(data)) > self.limits.max_data_bytes:

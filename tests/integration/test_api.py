@@ -191,6 +191,9 @@ BAD_BODIES = [
         422,
         "/destinations/0/secret",
     ),
+    ({"body": "a\u0000b", "destinations": [HOOK]}, 422, "/body"),
+    ({"body": "b", "data": {"k": ["x", "\u0000"]}, "destinations": [HOOK]}, 422, "/data/k/1"),
+    ({"body": "b", "data": {"a\u0000": 1}, "destinations": [HOOK]}, 422, "/data/a\u0000"),
     ([1, 2], 422, ""),
     ("text", 422, ""),
 ]
