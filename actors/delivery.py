@@ -194,9 +194,8 @@ class DeliveryWorker(Actor):
         wait_s = (job.due_at - datetime.now(UTC)).total_seconds()
         if wait_s > 0 and await self.sleep(wait_s):
             return  # stopping: the job stays uncommitted and comes back after the restart
-        if job.due_at > work.loaded_at and job.notification_id in await self._store.deleted_among(
-            [job.notification_id]
-        ):
+        # Loaded before it was due: a delete may have come since (checked at load otherwise).
+        if job.due_at > work.loaded_at and await self._store.is_deleted(job.notification_id):
             work.ack()
             return
         host = destination_host(work.row)
