@@ -20,7 +20,7 @@ from notifi import events, metrics
 from notifi.bus import Bus, BusError, Consumer
 from notifi.claims import Claim, Claims
 from notifi.destinations.base import Message, Outcome, Sender
-from notifi.hosts import HostGate
+from notifi.hosts import BUSY_PATIENCE_S, HostGate
 from notifi.model import DeliveryJob, DeliveryStatus
 from notifi.offsets import OffsetTracker
 from notifi.retry import RetryPolicy
@@ -199,7 +199,7 @@ class DeliveryWorker(Actor):
             work.ack()
             return
         host = destination_host(work.row)
-        wait_s = self._gate.admit(host)
+        wait_s = await self._gate.acquire(host, BUSY_PATIENCE_S)
         if wait_s is not None:  # the host is paused or at its bound: wait in the outbox
             metrics.deferred.inc({"reason": str(self._gate.state(host))})
             later = DeliveryJob(

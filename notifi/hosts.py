@@ -4,12 +4,15 @@ waits in the outbox, not in memory."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 BUSY_RETRY_S = 1.0  # how soon a job deferred by the in-flight bound is tried again
+BUSY_PATIENCE_S = 0.25  # how long a worker waits for a slot of a busy host before deferring
 
 
 class BreakerState(StrEnum):
@@ -42,6 +45,7 @@ class HostGate:
         self._cooldown_s, self._max_cooldown_s = cooldown_s, max_cooldown_s
         self._clock = clock
         self._hosts: dict[str, _Host] = {}
+        self._freed: dict[str, asyncio.Event] = {}  # woken when a slot of a host frees up
 
     def state(self, host: str) -> BreakerState:
         h = self._hosts.get(host)
@@ -67,11 +71,28 @@ class HostGate:
         h.in_flight += 1
         return None
 
+    async def acquire(self, host: str, patience_s: float) -> float | None:
+        """Like `admit`, but at the in-flight bound it waits up to `patience_s` for a slot:
+        a fast host frees one within milliseconds (no detour through the outbox), while a
+        slow one does not, and its jobs are deferred instead of holding workers."""
+        deadline = self._clock() + patience_s
+        while True:
+            wait_s = self.admit(host)
+            remaining = deadline - self._clock()
+            if wait_s is None or self.state(host) is not BreakerState.CLOSED or remaining <= 0:
+                return wait_s
+            freed = self._freed.setdefault(host, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await freed.wait()
+
     def release(self, host: str, *, host_failed: bool | None) -> None:
         """Ends an admitted attempt: `host_failed` True for timeouts, connection errors, 429
         and 5xx, False for any answer that shows the host works, None when nothing was sent."""
         h = self._hosts[host]
         h.in_flight -= 1
+        if (freed := self._freed.pop(host, None)) is not None:
+            freed.set()
         was_trial, h.trial = h.trial, False
         if host_failed is None:
             pass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from notifi.hosts import BUSY_RETRY_S, BreakerState, HostGate
 
 
@@ -78,3 +80,17 @@ def test_nothing_sent_changes_nothing() -> None:
     g.admit("a")
     g.release("a", host_failed=None)
     assert g.state("a") is BreakerState.CLOSED
+
+
+async def test_acquire_waits_briefly_for_a_slot_of_a_fast_host() -> None:
+    g = HostGate(max_in_flight=1, failure_threshold=3, cooldown_s=30, max_cooldown_s=100)
+    assert await g.acquire("a", 0.5) is None
+
+    async def finish_soon() -> None:
+        await asyncio.sleep(0.02)
+        g.release("a", host_failed=False)
+
+    finishing = asyncio.create_task(finish_soon())
+    assert await g.acquire("a", 0.5) is None  # got the slot when it freed
+    await finishing
+    assert await g.acquire("a", 0.05) == BUSY_RETRY_S  # a slow host: deferred after patience
