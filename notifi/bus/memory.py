@@ -56,6 +56,15 @@ class MemoryBus:
     async def publish(self, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
         t = self._topic(topic)
         async with t.changed:
+            if not t.positions:
+                # Nobody in this process consumes the topic (e.g. the events feed): keep only
+                # the newest messages, so an unread topic cannot stall its publishers.
+                t.records.extend(messages)
+                excess = len(t.records) - self._max_pending
+                if excess > 0:
+                    del t.records[:excess]
+                    t.base += excess
+                return
             # Back-pressure: wait while the uncommitted log is at its bound.
             await t.changed.wait_for(lambda: len(t.records) < self._max_pending)
             t.records.extend(messages)

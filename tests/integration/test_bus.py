@@ -137,3 +137,12 @@ async def test_kafka_publish_to_a_dead_broker_fails() -> None:
     with pytest.raises(BusError):
         await asyncio.wait_for(b.publish("dead.topic", [(None, b"x")]), 30)
     await asyncio.wait_for(b.stop(), 30)
+
+
+async def test_memory_topic_nobody_reads_keeps_the_newest_and_never_blocks() -> None:
+    b = MemoryBus(max_pending=3)
+    for i in range(10):
+        await asyncio.wait_for(b.publish("events", [(None, str(i).encode())]), 1)
+    c = b.consumer("events", "late")
+    await c.start()
+    assert [r.value for r in await c.fetch(10, timeout_s=0.1)] == [b"7", b"8", b"9"]
