@@ -5,8 +5,8 @@ waits in the outbox, not in memory."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -45,7 +45,8 @@ class HostGate:
         self._cooldown_s, self._max_cooldown_s = cooldown_s, max_cooldown_s
         self._clock = clock
         self._hosts: dict[str, _Host] = {}
-        self._freed: dict[str, asyncio.Event] = {}  # woken when a slot of a host frees up
+        # Workers waiting for a slot of a host, first come first served; a release wakes one.
+        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
 
     def state(self, host: str) -> BreakerState:
         h = self._hosts.get(host)
@@ -81,18 +82,26 @@ class HostGate:
             remaining = deadline - self._clock()
             if wait_s is None or self.state(host) is not BreakerState.CLOSED or remaining <= 0:
                 return wait_s
-            freed = self._freed.setdefault(host, asyncio.Event())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await freed.wait()
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.setdefault(host, deque()).append(turn)
+            try:
+                await asyncio.wait_for(turn, remaining)
+            except TimeoutError:
+                return self.admit(host)  # one last look, then defer
 
     def release(self, host: str, *, host_failed: bool | None) -> None:
         """Ends an admitted attempt: `host_failed` True for timeouts, connection errors, 429
         and 5xx, False for any answer that shows the host works, None when nothing was sent."""
         h = self._hosts[host]
         h.in_flight -= 1
-        if (freed := self._freed.pop(host, None)) is not None:
-            freed.set()
+        waiting = self._waiting.get(host)
+        while waiting:
+            turn = waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                break
+        if waiting is not None and not waiting:
+            del self._waiting[host]
         was_trial, h.trial = h.trial, False
         if host_failed is None:
             pass
