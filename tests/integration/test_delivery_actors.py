@@ -10,15 +10,14 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from actors.delivery import DeliveryWorker, Recorder, Work
+from actors.delivery import Work
 from notifi.bus import MemoryBus
 from notifi.claims import Claim, Claims
 from notifi.destinations.base import Message, Outcome, SendResult
-from notifi.hosts import HostGate
 from notifi.model import DeliveryJob
-from notifi.retry import RetryPolicy
-from notifi.runtime import ChildSpec, Mailbox, Supervisor
+from notifi.runtime import Mailbox
 from notifi.store import Store
+from tests.support.delivery import delivery_tree
 from tests.support.factories import new_notification
 from tests.unit.test_model import schema
 
@@ -45,42 +44,9 @@ async def test_crashed_worker_restarts_and_its_job_is_not_lost(
     events_feed = bus.consumer("t.events", "test")
     await events_feed.start()
     work: Mailbox = Mailbox("work", 10)
-    records: Mailbox = Mailbox("records", 10)
     crashes: list[str] = []
-    supervisor = Supervisor(
-        [
-            ChildSpec(
-                "recorder",
-                lambda: Recorder(
-                    "recorder",
-                    records,
-                    store=store,
-                    claims=claims,
-                    batch=10,
-                    bus=bus,
-                    events_topic="t.events",
-                ),
-            ),
-            ChildSpec(
-                "worker",
-                lambda: DeliveryWorker(
-                    "worker",
-                    work,
-                    records,
-                    store=store,
-                    claims=claims,
-                    senders={"webhook": sender},
-                    policy=RetryPolicy.of([1], 0),
-                    claim_ttl_s=30,
-                    gate=HostGate(
-                        max_in_flight=4, failure_threshold=3, cooldown_s=1, max_cooldown_s=2
-                    ),
-                ),
-            ),
-        ],
-        max_restarts=3,
-        period_s=10,
-        on_crash=lambda child, exc: crashes.append(child),
+    supervisor = delivery_tree(
+        store, claims, sender, work, bus=bus, on_crash=lambda child, exc: crashes.append(child)
     )
     running = asyncio.create_task(supervisor.run())
     key = (n.id, 0)

@@ -9,55 +9,16 @@ from datetime import UTC, datetime
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from actors.delivery import DeliveryWorker, Recorder, Work
-from notifi.bus import MemoryBus
+from actors.delivery import Work
 from notifi.claims import Claims
 from notifi.destinations.network import AddressPolicy
 from notifi.destinations.webhook import WebhookSender, make_session
-from notifi.hosts import HostGate
 from notifi.model import DeliveryJob
-from notifi.retry import RetryPolicy
-from notifi.runtime import ChildSpec, Mailbox, Supervisor
+from notifi.runtime import Mailbox
 from notifi.store import Store
+from tests.support.delivery import delivery_tree
 from tests.support.factories import new_notification
 from tests.support.proxy import CuttableProxy
-
-
-def tree(store: Store, claims: Claims, sender: WebhookSender, work: Mailbox) -> Supervisor:
-    records: Mailbox = Mailbox("records", 10)
-    gate = HostGate(max_in_flight=8, failure_threshold=5, cooldown_s=1, max_cooldown_s=1)
-    return Supervisor(
-        [
-            ChildSpec(
-                "recorder",
-                lambda: Recorder(
-                    "recorder",
-                    records,
-                    store=store,
-                    claims=claims,
-                    batch=10,
-                    bus=MemoryBus(),
-                    events_topic="t.events",
-                ),
-                shutdown_timeout_s=0.5,
-            ),
-            ChildSpec(
-                "worker",
-                lambda: DeliveryWorker(
-                    "worker",
-                    work,
-                    records,
-                    store=store,
-                    claims=claims,
-                    senders={"webhook": sender},
-                    policy=RetryPolicy.of([1], 0),
-                    claim_ttl_s=30,
-                    gate=gate,
-                ),
-                shutdown_timeout_s=0.5,
-            ),
-        ]
-    )
 
 
 async def test_success_while_postgres_is_down_is_not_sent_twice(
@@ -96,7 +57,7 @@ async def test_success_while_postgres_is_down_is_not_sent_twice(
     try:
         # First run: sent, then the process dies while Postgres is unreachable.
         work: Mailbox = Mailbox("work", 10)
-        first = tree(proxied, claims, sender, work)
+        first = delivery_tree(proxied, claims, sender, work)
         running = asyncio.create_task(first.run())
         await work.put(Work(job, row, "copy-1", lambda: None, now))
         await asyncio.wait_for(arrived.wait(), 10)
@@ -108,7 +69,7 @@ async def test_success_while_postgres_is_down_is_not_sent_twice(
         # The job comes back (as Kafka would redeliver it), Postgres still down.
         acked = asyncio.Event()
         work = Mailbox("work", 10)
-        second = tree(proxied, claims, sender, work)
+        second = delivery_tree(proxied, claims, sender, work)
         running = asyncio.create_task(second.run())
         await work.put(Work(job, row, "copy-2", acked.set, now))
         await asyncio.sleep(0.5)
