@@ -1,14 +1,12 @@
-"""The api role: the HTTP server actor and the accept writer that commits concurrent requests
-together (one transaction and one publish for many POSTs)."""
+"""The api role: the accept writer that commits concurrent requests together (one transaction
+and one publish for many POSTs)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import asyncpg
 import structlog
-from aiohttp import web
 
 from notifi import events
 from notifi.bus import Bus, BusError
@@ -91,39 +89,3 @@ class AcceptWriter(Actor):
                 await self._bus.publish(self._topic, created)
             except BusError as exc:
                 log.warning("accepted_publish_failed", error=str(exc), count=len(created))
-
-
-class HttpServer(Actor):
-    """Owns an aiohttp AppRunner and site, so the supervisor (not run_app) owns the process."""
-
-    def __init__(
-        self,
-        name: str,
-        make_app: Callable[[], web.Application],
-        host: str,
-        port: int,
-        shutdown_timeout_s: float = 5.0,
-    ) -> None:
-        super().__init__(name)
-        self._make_app, self._host, self._port = make_app, host, port
-        self._shutdown_timeout_s = shutdown_timeout_s
-        self._runner: web.AppRunner | None = None
-        self.bound_port: int | None = None
-
-    async def on_start(self) -> None:
-        self._runner = web.AppRunner(
-            self._make_app(), access_log=None, shutdown_timeout=self._shutdown_timeout_s
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
-        await site.start()
-        self.bound_port = self._runner.addresses[0][1]
-        log.info("http_listening", actor=self.name, host=self._host, port=self.bound_port)
-
-    async def run(self) -> None:
-        while not self.should_stop:
-            await self.sleep(3600)
-
-    async def on_stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()

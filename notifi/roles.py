@@ -12,13 +12,16 @@ import aiohttp
 import redis.asyncio as aioredis
 import structlog
 
-from actors.api import AcceptWriter, HttpServer, submit
+from actors.api import AcceptWriter, submit
 from actors.delivery import DeliveryConsumer, DeliveryWorker, Recorder
+from actors.http import HttpServer
 from actors.poller import Backstop, Poller
 from actors.router import Router
 from notifi import metrics
 from notifi.api.app import ApiContext, build_app
 from notifi.api.health import health_app
+from notifi.api.limits import Limits
+from notifi.api.validation import Validator
 from notifi.auth import authenticator
 from notifi.bus import Bus, KafkaBus, MemoryBus, topic_names
 from notifi.claims import Claims
@@ -33,7 +36,6 @@ from notifi.retry import RetryPolicy
 from notifi.runtime import Actor, ChildSpec, Mailbox, Restart
 from notifi.settings import Settings, SettingsError
 from notifi.store import Store, ensure_database, migrate
-from notifi.validation import Limits, Validator
 
 log = structlog.get_logger(__name__)
 

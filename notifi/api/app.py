@@ -22,6 +22,7 @@ from notifi.api import resources
 from notifi.api.health import add_health_routes
 from notifi.api.openapi import openapi
 from notifi.api.schemas import NOTIFICATION_STATUSES
+from notifi.api.validation import Validator
 from notifi.auth import Authenticator, Client, Forbidden, NoAuth
 from notifi.errors import (
     Conflict,
@@ -37,7 +38,6 @@ from notifi.errors import (
 from notifi.model import NewNotification
 from notifi.ratelimit import RateLimiter
 from notifi.store import ID_MAX, ID_MIN, Accepted, AcceptOutcome, Store, id_at
-from notifi.validation import Validator
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from notifi.api import schemas
 
 if TYPE_CHECKING:
-    from notifi.validation import Validator
+    from notifi.api.validation import Validator
 
 
 def _problem(description: str) -> dict[str, Any]:

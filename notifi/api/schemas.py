@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from notifi.validation import Limits
+    from notifi.api.limits import Limits
 
 STRING_MAP = {"type": "object", "additionalProperties": {"type": "string", "maxLength": 1000}}
 

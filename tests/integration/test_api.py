@@ -12,10 +12,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from actors.api import AcceptWriter, submit
 from notifi.api.app import ApiContext, build_app
+from notifi.api.limits import Limits
+from notifi.api.validation import Validator
 from notifi.bus import MemoryBus
 from notifi.runtime import Mailbox
 from notifi.store import Store
-from notifi.validation import Limits, Validator
 
 LIMITS = Limits(
     max_destinations=3, max_title_chars=20, max_body_chars=100, max_data_bytes=200, max_bulk=4

@@ -19,13 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from actors.api import AcceptWriter, submit
 from notifi.api.app import ApiContext, build_app
+from notifi.api.limits import Limits
+from notifi.api.validation import Validator
 from notifi.auth import CloudflareAuth, NoAuth, TokenAuth
 from notifi.bus import MemoryBus
 from notifi.ratelimit import RateLimiter
 from notifi.runtime import Mailbox
 from notifi.settings import Auth
 from notifi.store import Store
-from notifi.validation import Limits, Validator
 
 HOOK = {"type": "webhook", "url": "https://example.com/hook"}
 CLIENTS = [

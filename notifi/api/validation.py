@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +14,7 @@ import orjson
 from uuid_utils.compat import uuid7
 
 from notifi.api import schemas
+from notifi.api.limits import Limits
 from notifi.destinations.email import address_error, recipients
 from notifi.destinations.network import check_url
 from notifi.destinations.webhook import validate_secret
@@ -22,15 +22,6 @@ from notifi.errors import InvalidRequest
 from notifi.model import NewNotification
 
 MAX_SCHEDULE_AHEAD = timedelta(days=366)
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_destinations: int
-    max_title_chars: int
-    max_body_chars: int
-    max_data_bytes: int
-    max_bulk: int = 500
 
 
 def _pointer(path: list[str], *more: str) -> str:
