@@ -19,7 +19,7 @@ from notifi.runtime import Mailbox
 from notifi.store import Store
 from tests.support.delivery import delivery_tree
 from tests.support.factories import new_notification
-from tests.unit.test_model import schema
+from tests.support.schemas import schema
 
 
 class CrashOnceSender:

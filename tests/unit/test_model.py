@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import itertools
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from uuid import uuid4
 
-import fastjsonschema
 import orjson
 import pytest
 
@@ -17,12 +14,7 @@ from notifi.model import DeliveryJob
 from notifi.offsets import OffsetTracker
 from notifi.retry import MAX_RETRY_AFTER_S, RetryPolicy
 from notifi.roles import split
-
-SCHEMAS = Path(__file__).resolve().parents[2] / "notifi" / "schemas"
-
-
-def schema(name: str):
-    return fastjsonschema.compile(json.loads((SCHEMAS / name).read_text()))
+from tests.support.schemas import schema
 
 
 def test_retry_schedule_bounds_attempts() -> None:
