@@ -75,6 +75,22 @@ def _clients(entries: Sequence[Mapping[str, Any]], need_secret: bool) -> dict[st
     return out
 
 
+def check_settings(auth: Auth) -> None:
+    """Raises SettingsError for what `authenticator()` would refuse, building nothing (no
+    session, no key fetch), so start-up can check the settings before anything runs."""
+    if auth.mode == "tokens":
+        if not _clients(auth.clients, need_secret=True):
+            raise SettingsError("auth.mode = tokens needs at least one entry in auth.clients")
+    elif auth.mode == "cloudflare":
+        if not auth.team_domain or not auth.audience:
+            raise SettingsError("auth.mode = cloudflare needs auth.team_domain and auth.audience")
+        _clients(auth.clients, need_secret=False)
+    elif auth.mode != "none":
+        raise SettingsError(
+            f"setting auth.mode must be none, tokens or cloudflare, got {auth.mode!r}"
+        )
+
+
 class TokenAuth:
     """The service-token pair checked against configured clients; secrets kept as SHA-256."""
 
@@ -163,6 +179,7 @@ class CloudflareAuth:
 
 
 def authenticator(settings: Auth, session: aiohttp.ClientSession) -> Authenticator:
+    check_settings(settings)
     if settings.mode == "tokens":
         return TokenAuth(settings.clients)
     if settings.mode == "cloudflare":
