@@ -65,6 +65,16 @@ deliveries_failed = Counter(
     "Deliveries ended failed, by reason (permanent or exhausted).",
     registry=REGISTRY,
 )
+delivery_errors = Counter(
+    "notifi_delivery_errors_total",
+    "Attempts whose rendering or sending raised (ended as permanent failures), by channel.",
+    registry=REGISTRY,
+)
+deliveries_quarantined = Counter(
+    "notifi_deliveries_quarantined_total",
+    "Jobs set aside as failed after repeatedly crashing a delivery worker, by channel.",
+    registry=REGISTRY,
+)
 claims_skipped = Counter(
     "notifi_delivery_claims_skipped_total",
     "Jobs not sent because of a claim, by reason (delivered or busy).",
@@ -85,6 +95,11 @@ consumer_lag = Gauge(
 )
 mailbox_depth = Gauge(
     "notifi_mailbox_depth", "Messages waiting in an actor's mailbox.", registry=REGISTRY
+)
+dependency_outages = Counter(
+    "notifi_dependency_outages_total",
+    "Times a dependency (postgres, bus) went away under an actor, once per outage, by actor.",
+    registry=REGISTRY,
 )
 actor_restarts = Counter(
     "notifi_actor_restarts_total",

@@ -1,0 +1,175 @@
+"""The router on fakes: immediate work is published, scheduled work goes to the outbox, bad
+events are skipped, and offsets are committed only once the work is durable, also while
+Postgres or the bus is away."""
+
+from __future__ import annotations
+
+import pytest
+from structlog.testing import capture_logs
+
+from actors.router import RouteStore, Router
+from notifi import events, metrics
+from notifi.outage import Backoff
+from notifi.store import Store
+from tests.support.factories import new_notification
+from tests.support.fakes import (
+    FakeBus,
+    FakeStore,
+    assert_implements,
+    eventually,
+    metric_value,
+    running,
+)
+
+SOURCE, TARGET = "t.notifications", "t.deliveries"
+TWO = [{"type": "webhook", "url": "https://a.example/h"}, {"type": "email", "to": "x@example.com"}]
+
+
+def make_router(bus: FakeBus, store: FakeStore, name: str = "router-0") -> Router:
+    router = Router(
+        name,
+        bus,
+        store,
+        source=SOURCE,
+        group="g",
+        target=TARGET,
+        horizon_s=1.0,
+        fetch_max=100,
+    )
+    router.backoff = Backoff(initial_s=0.005, cap_s=0.05)
+    return router
+
+
+def jobs_on(bus: FakeBus) -> list[tuple[str, int]]:
+    return [
+        (str(j.notification_id), j.position)
+        for j in (events.read_delivery_due(v) for _, v in bus.published.get(TARGET, []))
+    ]
+
+
+@pytest.fixture
+def bus() -> FakeBus:
+    return FakeBus()
+
+
+@pytest.fixture
+def store() -> FakeStore:
+    return FakeStore()
+
+
+def test_the_store_has_what_the_router_needs() -> None:
+    assert_implements(Store, RouteStore)
+    assert_implements(FakeStore, RouteStore)
+
+
+async def test_immediate_work_is_published_then_committed(bus: FakeBus, store: FakeStore) -> None:
+    n = new_notification(destinations=TWO)
+    store.add(n)
+    await bus.feed(SOURCE, [events.accepted(n.id, 0)])
+    async with running(make_router(bus, store)):
+        await eventually(lambda: bus.committed(SOURCE) == 1)
+    assert sorted(jobs_on(bus)) == [(str(n.id), 0), (str(n.id), 1)]
+    assert store.notifications[n.id].routed_at is not None
+    assert store.outbox == []
+
+
+async def test_scheduled_work_goes_to_the_outbox(bus: FakeBus, store: FakeStore) -> None:
+    n = new_notification(in_s=3600, destinations=TWO)
+    store.add(n)
+    before = metric_value(metrics.routed, {"route": "scheduled"})
+    await bus.feed(SOURCE, [events.accepted(n.id, 0)])
+    async with running(make_router(bus, store)):
+        await eventually(lambda: bus.committed(SOURCE) == 1)
+    assert jobs_on(bus) == []
+    assert [(r.notification_id, r.position) for r in store.outbox] == [(n.id, 0), (n.id, 1)]
+    assert metric_value(metrics.routed, {"route": "scheduled"}) == before + 2
+
+
+async def test_bad_events_are_skipped_and_committed(bus: FakeBus, store: FakeStore) -> None:
+    n = new_notification()
+    store.add(n)
+    await bus.feed(SOURCE, [(None, b"not json"), (None, events.envelope("other", {}))])
+    await bus.feed(SOURCE, [events.accepted(n.id, 0)])
+    with capture_logs() as logs:
+        async with running(make_router(bus, store)):
+            await eventually(lambda: bus.committed(SOURCE) == 3)
+    assert jobs_on(bus) == [(str(n.id), 0)]
+    assert [e["event"] for e in logs].count("bad_event_skipped") == 2
+
+
+async def test_postgres_away_holds_the_commit_until_the_work_is_durable(
+    bus: FakeBus, store: FakeStore
+) -> None:
+    n = new_notification()
+    store.add(n)
+    labels = {"dependency": "postgres", "actor": "router-pg"}
+    outages = metric_value(metrics.dependency_outages, labels)
+    store.go_down()
+    await bus.feed(SOURCE, [events.accepted(n.id, 0)])
+    with capture_logs() as logs:
+        async with running(make_router(bus, store, "router-pg")) as task:
+            await eventually(lambda: store.calls.count("route") >= 5)
+            assert bus.commits == [] and jobs_on(bus) == []
+            store.come_back()
+            await eventually(lambda: bus.committed(SOURCE) == 1)
+            assert not task.done()
+    assert jobs_on(bus) == [(str(n.id), 0)]
+    assert [e["event"] for e in logs].count("dependency_away") == 1  # once, not per retry
+    assert [e["event"] for e in logs].count("dependency_back") == 1
+    assert metric_value(metrics.dependency_outages, labels) == outages + 1
+
+
+async def test_bus_away_retries_the_publish_without_routing_twice(
+    bus: FakeBus, store: FakeStore
+) -> None:
+    n = new_notification()
+    store.add(n)
+    bus.go_down()
+    await bus.feed(SOURCE, [events.accepted(n.id, 0)])
+    async with running(make_router(bus, store)) as task:
+        await eventually(lambda: store.calls.count("route") == 1)
+        await eventually(
+            lambda: (
+                metric_value(metrics.dependency_outages, {"dependency": "bus", "actor": "router-0"})
+                > 0
+            )
+        )
+        assert bus.commits == []
+        bus.come_back()
+        await eventually(lambda: bus.committed(SOURCE) == 1)
+        assert not task.done()
+    assert store.calls.count("route") == 1
+    assert jobs_on(bus) == [(str(n.id), 0)]
+
+
+async def test_a_stop_while_postgres_is_away_commits_nothing_and_work_is_read_again(
+    bus: FakeBus, store: FakeStore
+) -> None:
+    n = new_notification()
+    store.add(n)
+    store.go_down()
+    await bus.feed(SOURCE, [events.accepted(n.id, 0)])
+    async with running(make_router(bus, store)) as task:
+        await eventually(lambda: store.calls.count("route") >= 2)
+    assert task.exception() is None  # stopped, not crashed
+    assert bus.commits == []
+    store.come_back()
+    async with running(make_router(bus, store, "router-1")):  # the partition's next owner
+        await eventually(lambda: bus.committed(SOURCE) == 1)
+    assert jobs_on(bus) == [(str(n.id), 0)]
+
+
+async def test_other_database_errors_still_crash(bus: FakeBus, store: FakeStore) -> None:
+    """Only a dependency being away is ridden out; a bug stays loud for the supervisor."""
+    n = new_notification()
+    store.add(n)
+    store.fail_next("route", ZeroDivisionError("a bug"))
+    await bus.feed(SOURCE, [events.accepted(n.id, 0)])
+    router = make_router(bus, store)
+    await router.on_start()
+    try:
+        with pytest.raises(ZeroDivisionError):
+            await router.run()
+    finally:
+        await router.on_stop()
+    assert bus.commits == []
