@@ -1,30 +1,61 @@
 """The poller role: moves due outbox rows of one partition range to the deliveries topic,
-and the back-stop that re-queues work nobody routed or whose job was lost."""
+and the back-stop that re-queues work nobody routed or whose job was lost.
+
+Both ride out Postgres or the bus being briefly away: they log once, count the outage, wait
+with a capped back-off and carry on, instead of crashing into the supervisor's restart
+intensity. A failed publish rolls the claimed rows back, so nothing is lost meanwhile."""
 
 from __future__ import annotations
 
 import time
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
+from typing import Protocol
 
 import structlog
 
 from notifi import events, metrics
 from notifi.bus import Bus
+from notifi.model import DeliveryJob
+from notifi.outage import BUS_AWAY, POSTGRES_AWAY, Backoff, Outage
 from notifi.runtime import Actor
-from notifi.store import Store
 
 log = structlog.get_logger(__name__)
+
+
+class OutboxStore(Protocol):
+    """What a poller needs from the store."""
+
+    def claim_due(
+        self, lo: int, hi: int, horizon_s: float, limit: int
+    ) -> AbstractAsyncContextManager[list[DeliveryJob]]:
+        """Due outbox rows of a partition range, removed when the block exits without error."""
+        ...
+
+
+class BackstopStore(Protocol):
+    """What the back-stop needs from the store."""
+
+    async def backstop(self, lo: int, hi: int, grace_s: float, limit: int) -> tuple[int, int]:
+        """Re-queues (unrouted, stuck) work of a partition range; returns how much of each."""
+        ...
+
+    async def expire_idempotency_keys(
+        self, lo: int, hi: int, retention_s: float, limit: int
+    ) -> int: ...
 
 
 class Poller(Actor):
     """Every interval: take due rows (FOR UPDATE SKIP LOCKED), publish, then delete them in
     the same transaction; a failed publish rolls the rows back for the next poll."""
 
+    backoff = Backoff()  # between tries while Postgres or the bus is away
+
     def __init__(
         self,
         name: str,
         bus: Bus,
-        store: Store,
+        store: OutboxStore,
         *,
         lo: int,
         hi: int,
@@ -39,29 +70,61 @@ class Poller(Actor):
         self._labels = {"range": f"{lo}-{hi}"}
 
     async def run(self) -> None:
+        postgres = Outage("postgres", self.name, POSTGRES_AWAY, self.backoff)
+        bus = Outage("bus", self.name, BUS_AWAY, self.backoff)
         while not self.should_stop:
             started = time.monotonic()
-            async with self._store.claim_due(
-                self.lo, self.hi, self._interval_s, self._batch
-            ) as jobs:
-                if jobs:
-                    await self._bus.publish(self._target, events.delivery_due(jobs))
-            if jobs:
-                metrics.dispatched.add(self._labels, len(jobs))
-                oldest = min(j.due_at for j in jobs)
-                lag = (datetime.now(UTC) - oldest).total_seconds()
-                metrics.poller_lag.set(self._labels, max(lag, 0.0))
+            try:
+                jobs = await self._poll_once()
+            except _PublishFailed as exc:
+                wait_s = bus.failed(exc.__cause__ or exc)
+            except POSTGRES_AWAY as exc:
+                wait_s = postgres.failed(exc)
             else:
-                metrics.poller_lag.set(self._labels, 0.0)
-            if len(jobs) < self._batch:  # a full batch means more is due: go again at once
-                await self.sleep(self._interval_s - (time.monotonic() - started))
+                postgres.recovered()
+                if jobs:
+                    bus.recovered()
+                self._observe(jobs)
+                if len(jobs) >= self._batch:
+                    continue  # a full batch means more is due: go again at once
+                wait_s = self._interval_s - (time.monotonic() - started)
+            if await self.sleep(wait_s):
+                return
+
+    async def _poll_once(self) -> list[DeliveryJob]:
+        async with self._store.claim_due(self.lo, self.hi, self._interval_s, self._batch) as jobs:
+            if jobs:
+                try:
+                    await self._bus.publish(self._target, events.delivery_due(jobs))
+                except BUS_AWAY as exc:
+                    # Raised through the block, so the claimed rows roll back for the next poll.
+                    raise _PublishFailed() from exc
+        return jobs
+
+    def _observe(self, jobs: list[DeliveryJob]) -> None:
+        if jobs:
+            metrics.dispatched.add(self._labels, len(jobs))
+            oldest = min(j.due_at for j in jobs)
+            lag = (datetime.now(UTC) - oldest).total_seconds()
+            metrics.poller_lag.set(self._labels, max(lag, 0.0))
+        else:
+            metrics.poller_lag.set(self._labels, 0.0)
+
+
+class _PublishFailed(Exception):
+    """The bus did not take a poller's jobs (the cause says why)."""
 
 
 class Backstop(Actor):
+    """Every interval: re-queue what nobody routed or whose job was lost, and forget
+    idempotency keys past their retention."""
+
+    backoff = Backoff()  # between tries while Postgres is away
+
     def __init__(
         self,
         name: str,
-        store: Store,
+        store: BackstopStore,
         *,
         lo: int,
         hi: int,
@@ -77,16 +140,25 @@ class Backstop(Actor):
         self._retention_s = idempotency_retention_s
 
     async def run(self) -> None:
+        postgres = Outage("postgres", self.name, POSTGRES_AWAY, self.backoff)
+        wait_s = self._interval_s
         while not self.should_stop:
-            if await self.sleep(self._interval_s):
+            if await self.sleep(wait_s):
                 break
-            unrouted, stuck = await self._store.backstop(
-                self._lo, self._hi, self._grace_s, self._batch
-            )
-            if unrouted or stuck:
-                log.warning("backstop_requeued", actor=self.name, unrouted=unrouted, stuck=stuck)
-                metrics.backstop_requeued.add({"kind": "unrouted"}, unrouted)
-                metrics.backstop_requeued.add({"kind": "stuck"}, stuck)
-            await self._store.expire_idempotency_keys(
-                self._lo, self._hi, self._retention_s, self._batch
-            )
+            try:
+                await self._sweep()
+            except POSTGRES_AWAY as exc:
+                wait_s = postgres.failed(exc)  # sooner than the interval: catch up once back
+                continue
+            postgres.recovered()
+            wait_s = self._interval_s
+
+    async def _sweep(self) -> None:
+        unrouted, stuck = await self._store.backstop(self._lo, self._hi, self._grace_s, self._batch)
+        if unrouted or stuck:
+            log.warning("backstop_requeued", actor=self.name, unrouted=unrouted, stuck=stuck)
+            metrics.backstop_requeued.add({"kind": "unrouted"}, unrouted)
+            metrics.backstop_requeued.add({"kind": "stuck"}, stuck)
+        await self._store.expire_idempotency_keys(
+            self._lo, self._hi, self._retention_s, self._batch
+        )

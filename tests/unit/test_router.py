@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from actors.router import RouteStore, Router
+from actors.router import Router, RouteStore
 from notifi import events, metrics
 from notifi.outage import Backoff
 from notifi.store import Store
