@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
+import socket
 import sys
 
 import asyncpg
 import structlog
 from aiokafka.errors import KafkaError
 
+from actors.tree import children
 from notifi import logs, metrics
 from notifi.bus import BusError
-from notifi.roles import ROLES, Plan, Process, check
+from notifi.partitions import Range, replica_range
+from notifi.plan import ROLES, Plan, check
+from notifi.process import Process
 from notifi.runtime import Supervisor
 from notifi.settings import Settings, SettingsError, load
-from notifi.store import Store, ensure_database, migrate
+from notifi.store.migrate import prepare_database
 
 log = structlog.get_logger("supervisor")
 
@@ -46,6 +51,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--replica-count", type=int, help="how many poller replicas there are")
     parser.add_argument("--api-port", type=int, help="overrides api.port")
     parser.add_argument("--metrics-port", type=int, help="overrides metrics.port")
+    parser.add_argument(
+        "--instance-id",
+        default=os.environ.get("HOSTNAME") or socket.gethostname(),
+        help="this container's stable id (default: $HOSTNAME, else the machine's hostname)",
+    )
     return parser.parse_args(argv)
 
 
@@ -57,7 +67,7 @@ def _positive(name: str, value: int | None, default: int) -> int:
     return value
 
 
-def partition_range(args: argparse.Namespace, partitions: int) -> tuple[int, int]:
+def partition_range(args: argparse.Namespace, partitions: int) -> Range:
     if args.partitions and (args.replica_index is not None or args.replica_count is not None):
         raise SettingsError("give --partitions or --replica-index/--replica-count, not both")
     if args.partitions:
@@ -74,10 +84,7 @@ def partition_range(args: argparse.Namespace, partitions: int) -> tuple[int, int
         raise SettingsError("--replica-index and --replica-count go together")
     if not 0 <= args.replica_index < args.replica_count <= partitions:
         raise SettingsError("--replica-index must be in [0, --replica-count)")
-    size = partitions
-    lo = size * args.replica_index // args.replica_count
-    hi = size * (args.replica_index + 1) // args.replica_count - 1
-    return lo, hi
+    return replica_range(args.replica_index, args.replica_count, partitions)
 
 
 def build(argv: list[str]) -> tuple[argparse.Namespace, Settings, Plan]:
@@ -102,19 +109,16 @@ def build(argv: list[str]) -> tuple[argparse.Namespace, Settings, Plan]:
         ),
         pollers=_positive("pollers", args.pollers, settings.poller.pollers),
         partitions=partition_range(args, settings.poller.partitions),
+        instance_id=args.instance_id.strip(),
     )
+    if not plan.instance_id:
+        raise SettingsError("--instance-id must not be empty")
     check(settings, plan)
     return args, settings, plan
 
 
 async def run_migrations(settings: Settings) -> int:
-    await ensure_database(settings.postgres.dsn)
-    store = await Store.open(settings.postgres.dsn, min_size=1, max_size=1)
-    try:
-        async with store.pool.acquire() as conn:
-            applied = await migrate(conn)
-    finally:
-        await store.close()
+    applied = await prepare_database(settings.postgres.dsn)
     log.info("migrations_done", applied=applied)
     return 0
 
@@ -136,7 +140,7 @@ async def serve(settings: Settings, plan: Plan) -> int:
             )
 
         supervisor = Supervisor(
-            process.children(ready),
+            children(process, ready),
             max_restarts=settings.supervisor.max_restarts,
             period_s=settings.supervisor.restart_period,
             on_crash=lambda child, _exc: metrics.actor_restarts.inc({"actor": child}),
@@ -154,7 +158,11 @@ async def serve(settings: Settings, plan: Plan) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, drain, sig.name)
         log.info(
-            "started", roles=sorted(plan.roles), partitions=plan.partitions, token=process.token
+            "started",
+            roles=sorted(plan.roles),
+            partitions=plan.partitions,
+            token=process.token,
+            instance_id=plan.instance_id,
         )
         outcome = await supervisor.run()
     finally:

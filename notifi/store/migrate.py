@@ -40,6 +40,18 @@ async def ensure_database(dsn: str) -> None:
         await conn.close()
 
 
+async def prepare_database(dsn: str) -> list[str]:
+    """Brings the database named in `dsn` to the current schema: creates it when it does not
+    exist, then applies the pending migrations on one connection of its own. Returns the
+    names applied. What both `supervisor.py migrate` and every process's start-up run."""
+    await ensure_database(dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
 async def migrate(conn: asyncpg.Connection) -> list[str]:
     """Apply the migrations not applied yet; returns their names."""
     applied: list[str] = []

@@ -1,5 +1,5 @@
-"""Settings: the file's defaults, environment overrides as TOML values, flags, and errors that
-name the setting."""
+"""Settings: the file's defaults, environment overrides as TOML values, flags, errors that
+name the setting, and the cross-checks between the settings and a process's plan."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from notifi.plan import ROLES, Plan, check
 from notifi.settings import SettingsError, load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,3 +125,51 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("[api\nport=")
     with pytest.raises(SettingsError, match="not valid TOML"):
         load(tmp_path / "bad.toml", env={})
+
+
+def plan(*roles: str) -> Plan:
+    return Plan(
+        roles=frozenset(roles or ROLES),
+        router_consumers=1,
+        delivery_workers=1,
+        pollers=1,
+        partitions=(0, 1023),
+        instance_id="test-0",
+    )
+
+
+def test_check_passes_the_defaults() -> None:
+    check(load(FILE, env={}), plan())
+
+
+@pytest.mark.parametrize("roles", [("api",), ("router", "poller", "delivery")])
+def test_check_refuses_the_memory_bus_with_a_subset_of_roles(roles: tuple[str, ...]) -> None:
+    with pytest.raises(SettingsError, match=r"bus\.kind = memory .*\(--roles all\)"):
+        check(load(FILE, env={}), plan(*roles))
+
+
+def test_check_lets_the_kafka_bus_run_a_subset_of_roles() -> None:
+    check(load(FILE, env={"NOTIFI_BUS__KIND": "kafka"}), plan("router"))
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3"])
+def test_check_refuses_auth_none_off_loopback(host: str) -> None:
+    settings = load(FILE, env={"NOTIFI_API__HOST": host})
+    with pytest.raises(SettingsError, match=r"auth\.mode = none is allowed only"):
+        check(settings, plan())
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_check_allows_auth_none_on_loopback(host: str) -> None:
+    check(load(FILE, env={"NOTIFI_API__HOST": host}), plan())
+
+
+def test_check_of_auth_applies_only_where_the_api_runs() -> None:
+    env = {
+        "NOTIFI_BUS__KIND": "kafka",
+        "NOTIFI_API__HOST": "0.0.0.0",
+        "NOTIFI_AUTH__MODE": "tokens",
+    }
+    check(load(FILE, env=env), plan("delivery"))  # no api here: nothing to authenticate
+    with pytest.raises(SettingsError, match=r"auth\.clients"):
+        check(load(FILE, env=env), plan("api"))
