@@ -4,20 +4,32 @@ and one publish for many POSTs)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Protocol
 
 import asyncpg
 import structlog
 
 from notifi import events
-from notifi.bus import Bus, BusError
+from notifi.bus import Bus
 from notifi.errors import InvalidRequest, Unavailable
 from notifi.model import NewNotification
+from notifi.outage import BUS_AWAY, POSTGRES_AWAY, Outage
 from notifi.runtime import Actor, Mailbox
-from notifi.store import Accepted, AcceptOutcome, Store
+from notifi.store import Accepted, AcceptOutcome
 
 log = structlog.get_logger(__name__)
 
 Submission = tuple[NewNotification, "asyncio.Future[Accepted]"]
+RETRY_AFTER_S = 1  # what a 503 tells the client: Postgres is usually back within seconds
+
+
+class AcceptStore(Protocol):
+    """What the accept writer needs from the store."""
+
+    async def accept(self, batch: Sequence[NewNotification]) -> list[Accepted]:
+        """Writes a batch of notifications with their deliveries in one transaction."""
+        ...
 
 
 async def submit(mailbox: Mailbox[Submission], notification: NewNotification) -> Accepted:
@@ -34,7 +46,7 @@ class AcceptWriter(Actor):
     def __init__(
         self,
         inbox: Mailbox[Submission],
-        store: Store,
+        store: AcceptStore,
         bus: Bus,
         topic: str,
         batch: int,
@@ -43,6 +55,9 @@ class AcceptWriter(Actor):
         super().__init__("accept-writer", inbox)
         self._store, self._bus, self._topic = store, bus, topic
         self._batch, self._linger_s = batch, linger_s
+        # No waiting here: a request is answered 503 at once; these only keep the log quiet.
+        self._postgres = Outage("postgres", self.name, POSTGRES_AWAY)
+        self._bus_outage = Outage("bus", self.name, BUS_AWAY)
 
     async def run(self) -> None:
         while True:  # until stopped with an empty mailbox: a drain answers every request
@@ -52,11 +67,18 @@ class AcceptWriter(Actor):
     async def _write(self, batch: list[Submission]) -> None:
         try:
             results = await self._store.accept([n for n, _ in batch])
-        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
-            log.warning("accept_write_failed", error=str(exc), batch=len(batch))
+        except POSTGRES_AWAY as exc:
+            # Checked before PostgresError: a shutting-down server is away, not refusing data.
+            self._postgres.failed(exc)
+            log.debug("accept_write_failed", error=str(exc), batch=len(batch))
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(Unavailable("The database is unreachable; try again."))
+                    future.set_exception(
+                        Unavailable(
+                            "The database is unreachable; try again.",
+                            headers={"Retry-After": str(RETRY_AFTER_S)},
+                        )
+                    )
             return
         except asyncpg.PostgresError as exc:
             # Data the database refused: one item should not sink the others in its batch.
@@ -69,6 +91,7 @@ class AcceptWriter(Actor):
             if not future.done():
                 future.set_exception(InvalidRequest(f"The notification cannot be stored: {exc}"))
             return
+        self._postgres.recovered()
         for (n, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
@@ -87,5 +110,9 @@ class AcceptWriter(Actor):
         if created:
             try:
                 await self._bus.publish(self._topic, created)
-            except BusError as exc:
-                log.warning("accepted_publish_failed", error=str(exc), count=len(created))
+            except BUS_AWAY as exc:
+                # Committed already: the back-stop routes these after its grace period.
+                self._bus_outage.failed(exc)
+                log.debug("accepted_publish_failed", error=str(exc), count=len(created))
+            else:
+                self._bus_outage.recovered()

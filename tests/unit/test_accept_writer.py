@@ -1,0 +1,185 @@
+"""The accept writer on fakes: requests are answered only after their batch is committed, a
+refused item does not sink its batch, an unreachable database is a 503 with Retry-After, and
+`notification.accepted` is published after the commit, surviving a publish failure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import asyncpg
+import pytest
+
+from actors.api import AcceptStore, AcceptWriter, Submission, submit
+from notifi import events, metrics
+from notifi.errors import InvalidRequest, Unavailable
+from notifi.model import NewNotification
+from notifi.runtime import Mailbox
+from notifi.store import Accepted, AcceptOutcome, Store
+from tests.support.factories import new_notification
+from tests.support.fakes import (
+    FakeBus,
+    FakeStore,
+    assert_implements,
+    eventually,
+    metric_value,
+    running,
+)
+
+TOPIC = "t.notifications"
+
+
+class GatedStore(FakeStore):
+    """Holds every write until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = 0  # writes held at the gate
+
+    async def accept(self, batch: Sequence[NewNotification]) -> list[Accepted]:
+        self.waiting += 1
+        await self.gate.wait()
+        return await super().accept(batch)
+
+
+@pytest.fixture
+def bus() -> FakeBus:
+    return FakeBus()
+
+
+@pytest.fixture
+def inbox() -> Mailbox[Submission]:
+    return Mailbox("accept", 100)
+
+
+def make_writer(inbox: Mailbox[Submission], store: FakeStore, bus: FakeBus) -> AcceptWriter:
+    return AcceptWriter(inbox, store, bus, TOPIC, batch=50, linger_s=0.01)
+
+
+def accepted_ids(bus: FakeBus) -> list[str]:
+    return [str(events.read_accepted(v)) for _, v in bus.published.get(TOPIC, [])]
+
+
+def test_the_store_has_what_the_accept_writer_needs() -> None:
+    assert_implements(Store, AcceptStore)
+    assert_implements(FakeStore, AcceptStore)
+
+
+async def test_answers_only_after_the_commit(inbox: Mailbox[Submission], bus: FakeBus) -> None:
+    store = GatedStore()
+    n = new_notification()
+    async with running(make_writer(inbox, store, bus)):
+        answer = asyncio.create_task(submit(inbox, n))
+        await eventually(lambda: store.waiting == 1)
+        await asyncio.sleep(0.05)
+        assert not answer.done()  # written only when the gate opens
+        store.gate.set()
+        result = await asyncio.wait_for(answer, 5)
+        assert n.id in store.notifications  # committed before the answer
+    assert result == Accepted(AcceptOutcome.CREATED, n.id)
+
+
+async def test_concurrent_requests_share_one_write(
+    inbox: Mailbox[Submission], bus: FakeBus
+) -> None:
+    store = FakeStore()
+    batch = [new_notification() for _ in range(10)]
+    async with running(make_writer(inbox, store, bus)):
+        results = await asyncio.gather(*(submit(inbox, n) for n in batch))
+    assert [r.id for r in results] == [n.id for n in batch]
+    assert store.calls.count("accept") < len(batch)
+
+
+async def test_a_refused_item_does_not_sink_its_batch(
+    inbox: Mailbox[Submission], bus: FakeBus
+) -> None:
+    store = FakeStore()
+    good, bad, other = new_notification(), new_notification(), new_notification()
+    store.refused.add(bad.id)
+    async with running(make_writer(inbox, store, bus)):
+        results = await asyncio.gather(
+            *(submit(inbox, n) for n in (good, bad, other)), return_exceptions=True
+        )
+    assert results[0] == Accepted(AcceptOutcome.CREATED, good.id)
+    assert isinstance(results[1], InvalidRequest) and results[1].status == 422
+    assert results[2] == Accepted(AcceptOutcome.CREATED, other.id)
+    assert set(store.notifications) == {good.id, other.id}
+    assert sorted(accepted_ids(bus)) == sorted([str(good.id), str(other.id)])
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.PostgresConnectionError("refused"),
+        asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+        asyncpg.CannotConnectNowError("the database system is starting up"),
+        ConnectionRefusedError(111, "refused"),
+        TimeoutError(),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+async def test_an_unreachable_database_is_a_503_with_retry_after(
+    inbox: Mailbox[Submission], bus: FakeBus, error: BaseException
+) -> None:
+    store = FakeStore()
+    store.go_down(error)
+    n = new_notification()
+    async with running(make_writer(inbox, store, bus)) as task:
+        with pytest.raises(Unavailable) as raised:
+            await asyncio.wait_for(submit(inbox, n), 5)
+        assert raised.value.status == 503
+        assert raised.value.headers.get("Retry-After") == "1"
+        assert store.notifications == {} and accepted_ids(bus) == []
+        store.come_back()  # the writer is still there when the database returns
+        again = await asyncio.wait_for(submit(inbox, n), 5)
+        assert not task.done()
+    assert again == Accepted(AcceptOutcome.CREATED, n.id)
+
+
+async def test_accepted_events_are_published_after_the_commit_for_new_ones_only(
+    inbox: Mailbox[Submission], bus: FakeBus
+) -> None:
+    store = FakeStore()
+    first = new_notification(idempotency_key="k")
+    replay = new_notification(idempotency_key="k")  # same client, key and body
+    async with running(make_writer(inbox, store, bus)):
+        created = await submit(inbox, first)
+        replayed = await submit(inbox, replay)
+    assert created.outcome is AcceptOutcome.CREATED
+    assert replayed == Accepted(AcceptOutcome.REPLAYED, first.id)
+    assert accepted_ids(bus) == [str(first.id)]
+
+
+async def test_a_failed_publish_is_survived_and_the_answer_stands(
+    inbox: Mailbox[Submission], bus: FakeBus
+) -> None:
+    store = FakeStore()
+    lost, later = new_notification(), new_notification()
+    labels = {"dependency": "bus", "actor": "accept-writer"}
+    outages = metric_value(metrics.dependency_outages, labels)
+    bus.go_down()
+    async with running(make_writer(inbox, store, bus)) as task:
+        result = await asyncio.wait_for(submit(inbox, lost), 5)
+        assert result == Accepted(AcceptOutcome.CREATED, lost.id)  # safe: the back-stop routes it
+        bus.come_back()
+        await asyncio.wait_for(submit(inbox, later), 5)
+        assert not task.done()
+    assert lost.id in store.notifications
+    assert accepted_ids(bus) == [str(later.id)]
+    assert metric_value(metrics.dependency_outages, labels) == outages + 1
+
+
+async def test_a_drain_answers_every_request_in_the_mailbox(
+    inbox: Mailbox[Submission], bus: FakeBus
+) -> None:
+    store = GatedStore()
+    batch = [new_notification() for _ in range(5)]
+    writer = make_writer(inbox, store, bus)
+    async with running(writer):
+        answers = [asyncio.create_task(submit(inbox, n)) for n in batch]
+        await eventually(lambda: store.waiting >= 1)  # one write in hand, maybe more waiting
+        writer.request_stop()
+        store.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*answers), 5)
+    assert {r.id for r in results} == {n.id for n in batch}
