@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 TopicPartition = tuple[str, int]
+RevokedHook = Callable[[set[TopicPartition]], Awaitable[None]]
+ResetHook = Callable[[], Awaitable[None]]
 
 
 class BusError(Exception):
@@ -50,6 +52,16 @@ class Consumer(Protocol):
         """Messages behind the end of the partitions this consumer owns (None: unknown)."""
         ...
 
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this consumer owns now."""
+        ...
+
+    def on_revoked(self, hook: RevokedHook) -> None:
+        """Registers `hook(partitions)`, awaited when a rebalance takes partitions away and
+        before anyone else owns them: the place to commit finished work. It runs inside the
+        rebalance (not the fetch loop): it must not wait for the fetch loop."""
+        ...
+
 
 class Bus(Protocol):
     async def start(self) -> None: ...
@@ -57,9 +69,24 @@ class Bus(Protocol):
     async def stop(self) -> None: ...
 
     async def publish(self, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
-        """Publishes all, returning once every one is acknowledged; raises BusError."""
+        """Publishes all, returning once every one is acknowledged; raises BusError (on Kafka
+        within a bounded time, never hanging on a broker that is away)."""
         ...
 
-    def consumer(self, topic: str, group: str) -> Consumer: ...
+    def consumer(self, topic: str, group: str, *, instance_id: str | None = None) -> Consumer:
+        """A consumer in `group`; `instance_id` is its name within this process (the actor's
+        name), from which a stable static-membership id is made where the bus supports it."""
+        ...
 
     async def ping(self) -> bool: ...
+
+    @property
+    def resets(self) -> int:
+        """How many times the bus found the broker had lost its data (topics, messages,
+        committed offsets); only grows. Work that was only on the bus must come back from
+        Postgres when it changes."""
+        ...
+
+    def on_reset(self, hook: ResetHook) -> None:
+        """Registers `hook()`, awaited (in its own task) each time `resets` grows."""
+        ...

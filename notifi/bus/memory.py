@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from notifi.bus.base import Record, TopicPartition
+from notifi.bus.base import Record, ResetHook, RevokedHook, TopicPartition
 
 
 @dataclass
@@ -53,6 +53,13 @@ class MemoryBus:
     async def ping(self) -> bool:
         return True
 
+    @property
+    def resets(self) -> int:
+        return 0  # nothing outside the process can lose this bus's contents
+
+    def on_reset(self, hook: ResetHook) -> None:
+        pass  # never fires: see `resets`
+
     async def publish(self, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
         t = self._topic(topic)
         async with t.changed:
@@ -70,7 +77,7 @@ class MemoryBus:
             t.records.extend(messages)
             t.changed.notify_all()
 
-    def consumer(self, topic: str, group: str) -> MemoryConsumer:
+    def consumer(self, topic: str, group: str, *, instance_id: str | None = None) -> MemoryConsumer:
         return MemoryConsumer(self._topic(topic), group)
 
 
@@ -89,6 +96,9 @@ class MemoryConsumer:
 
     def assignment(self) -> set[TopicPartition]:
         return {(self._topic.name, 0)}
+
+    def on_revoked(self, hook: RevokedHook) -> None:
+        pass  # one member owns the one partition for good: nothing is ever revoked
 
     async def fetch(self, max_records: int, timeout_s: float) -> list[Record]:
         t, group = self._topic, self._group

@@ -59,6 +59,17 @@ class TansuBroker:
             self._proc.wait()
         self._proc = None
 
+    def restart(self, down_s: float = 0.0) -> TansuBroker:
+        """Kills the broker and starts a new one on the same port: memory-only, so it comes
+        back EMPTY (no topics, messages, groups or committed offsets)."""
+        self.stop()
+        time.sleep(down_s)
+        return self.start()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def __enter__(self) -> TansuBroker:
         return self.start()
 
