@@ -41,6 +41,7 @@ class Api:
     idempotency_retention: float
     rate_limit: float
     rate_burst: int
+    max_data_depth: int = 32  # levels of objects and arrays in a notification's data
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -116,6 +117,14 @@ class Delivery:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Retention:
+    delivered: float
+    failed: float
+    interval: float
+    batch: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Smtp:
     host: str
     port: int
@@ -159,6 +168,7 @@ class Settings:
     router: Router
     poller: Poller
     delivery: Delivery
+    retention: Retention
     smtp: Smtp
     log: Log
     auth: Auth
@@ -169,6 +179,8 @@ class Settings:
 # Rules beyond the type: (section, key) -> (check, what a good value looks like).
 _RULES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("api", "port"): (lambda v: 0 <= v <= 65535, "a port number 0-65535"),
+    # orjson refuses deeper than 254 levels when the stored data is encoded again
+    ("api", "max_data_depth"): (lambda v: 1 <= v <= 200, "between 1 and 200"),
     ("metrics", "port"): (lambda v: 0 <= v <= 65535, "a port number 0-65535"),
     ("bus", "kind"): (lambda v: v in ("memory", "kafka"), '"memory" or "kafka"'),
     ("log", "format"): (lambda v: v in ("json", "console"), '"json" or "console"'),
@@ -190,6 +202,8 @@ _RULES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("api", "default_page_size"): (lambda v: v >= 1, "at least 1"),
     ("api", "rate_limit"): (lambda v: v >= 0, "0 (no limit) or more requests per second"),
     ("supervisor", "drain_delay"): (lambda v: v >= 0, "0 or more seconds"),
+    ("retention", "delivered"): (lambda v: v >= 0, "0 (keep forever) or more seconds"),
+    ("retention", "failed"): (lambda v: v >= 0, "0 (keep forever) or more seconds"),
 }
 
 # Counts, sizes and durations that must be positive.
@@ -199,6 +213,7 @@ _POSITIVE = {
     "max_title_chars",
     "max_body_chars",
     "max_data_bytes",
+    "max_data_depth",
     "max_page_size",
     "accept_batch",
     "max_bulk",

@@ -288,3 +288,73 @@ UPDATE notifications
                  AND partition_key BETWEEN $1 AND $2
                LIMIT $4
                  FOR UPDATE SKIP LOCKED);
+
+-- name: retention_sweep --
+-- One bounded step of the retention sweep (notifi.store.retention). It examines the next $5
+-- notifications of partition range [$3, $4] after id $1 and before id $2: ids are UUIDv7, so
+-- this is a range scan of the primary key, oldest first, and $2 leaves out everything made
+-- too recently to have ended long enough ago. Of those, a notification goes, with its
+-- deliveries, attempts and outbox rows, when every delivery ended (delivered, failed,
+-- cancelled, expired) and it ended longer ago than its window: $7 seconds when any delivery
+-- failed, else $6; 0 keeps it forever. It ended at the latest of its own updated_at (stamped
+-- when its derived status last changed) and its deliveries' updated_at (stamped when each
+-- reached its final status). Rows another transaction holds are skipped, never waited on.
+-- Idempotency keys are columns of notifications, so they go with their rows. Every table is
+-- read over the same id range (each is indexed by notification id first), so the step is a
+-- few range scans and hash joins, never a probe per row nor a scan of a whole table.
+WITH scanned AS (
+    SELECT id
+      FROM notifications
+     WHERE id > $1 AND id < $2 AND partition_key BETWEEN $3 AND $4
+     ORDER BY id
+     LIMIT $5
+), edge AS (
+    SELECT id AS last_id FROM scanned ORDER BY id DESC LIMIT 1
+), ends AS (
+    SELECT d.notification_id AS id,
+           bool_and(d.status IN ('delivered', 'failed', 'cancelled', 'expired')) AS ended,
+           bool_or(d.status = 'failed') AS any_failed,
+           max(d.updated_at) AS last_end
+      FROM deliveries d
+     WHERE d.notification_id > $1 AND d.notification_id <= (SELECT last_id FROM edge)
+     GROUP BY d.notification_id
+), doomed AS (
+    SELECT n.id
+      FROM notifications n
+      JOIN scanned s ON s.id = n.id
+      LEFT JOIN ends e ON e.id = n.id
+     CROSS JOIN LATERAL (
+        SELECT CASE WHEN e.any_failed THEN $7::float8 ELSE $6::float8 END AS keep_s
+     ) k
+     WHERE n.id > $1 AND n.id <= (SELECT last_id FROM edge)
+       AND coalesce(e.ended, true)
+       AND k.keep_s > 0
+       AND greatest(n.updated_at, e.last_end) < now() - make_interval(secs => k.keep_s)
+       FOR UPDATE OF n SKIP LOCKED
+), outbox_gone AS (
+    DELETE FROM outbox
+     WHERE notification_id > $1 AND notification_id <= (SELECT last_id FROM edge)
+       AND notification_id IN (SELECT id FROM doomed)
+    RETURNING 1
+), attempts_gone AS (
+    DELETE FROM delivery_attempts
+     WHERE notification_id > $1 AND notification_id <= (SELECT last_id FROM edge)
+       AND notification_id IN (SELECT id FROM doomed)
+    RETURNING 1
+), deliveries_gone AS (
+    DELETE FROM deliveries
+     WHERE notification_id > $1 AND notification_id <= (SELECT last_id FROM edge)
+       AND notification_id IN (SELECT id FROM doomed)
+    RETURNING 1
+), notifications_gone AS (
+    DELETE FROM notifications
+     WHERE id > $1 AND id <= (SELECT last_id FROM edge)
+       AND id IN (SELECT id FROM doomed)
+    RETURNING 1
+)
+SELECT (SELECT last_id FROM edge) AS last_id,
+       (SELECT count(*) FROM scanned) AS scanned,
+       (SELECT count(*) FROM notifications_gone) AS notifications,
+       (SELECT count(*) FROM deliveries_gone) AS deliveries,
+       (SELECT count(*) FROM attempts_gone) AS delivery_attempts,
+       (SELECT count(*) FROM outbox_gone) AS outbox;
