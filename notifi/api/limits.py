@@ -13,3 +13,4 @@ class Limits:
     max_body_chars: int
     max_data_bytes: int
     max_bulk: int = 500
+    max_data_depth: int = 32  # levels of objects and arrays in data, data itself being 1

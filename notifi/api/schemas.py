@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from notifi.api import headers
+
 if TYPE_CHECKING:
     from notifi.api.limits import Limits
-
-STRING_MAP = {"type": "object", "additionalProperties": {"type": "string", "maxLength": 1000}}
 
 
 def webhook_destination() -> dict[str, Any]:
@@ -27,7 +27,7 @@ def webhook_destination() -> dict[str, Any]:
                 "maxLength": 200,
                 "description": "whsec_ + base64 of 24 to 64 random bytes. Never returned.",
             },
-            "headers": {**STRING_MAP, "maxProperties": 20},
+            "headers": headers.schema(),
         },
     }
 
@@ -44,7 +44,13 @@ def named_destination() -> dict[str, Any]:
 
 
 def email_destination() -> dict[str, Any]:
-    address = {"type": "string", "minLength": 3, "maxLength": 320}
+    address = {
+        "type": "string",
+        "minLength": 3,
+        "maxLength": 320,
+        "pattern": headers.LINE_PATTERN,
+        "description": "An email address; no CR, LF or other control characters.",
+    }
     return {
         "type": "object",
         "title": "Email destination",
@@ -60,7 +66,14 @@ def email_destination() -> dict[str, Any]:
                     {"type": "array", "items": address, "minItems": 1, "maxItems": 20},
                 ]
             },
-            "subject": {"type": "string", "minLength": 1, "maxLength": 200},
+            "subject": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "pattern": headers.LINE_PATTERN,
+                "description": "The Subject (default: the title, on one line); no CR, LF or "
+                "other control characters.",
+            },
         },
     }
 
@@ -98,7 +111,12 @@ def create_request(limits: Limits) -> dict[str, Any]:
         "properties": {
             "title": {"type": ["string", "null"], "maxLength": limits.max_title_chars},
             "body": {"type": "string", "minLength": 1, "maxLength": limits.max_body_chars},
-            "data": {"type": ["object", "null"], "description": "Free-form JSON for receivers."},
+            "data": {
+                "type": ["object", "null"],
+                "description": "Free-form JSON for receivers: at most "
+                f"{limits.max_data_bytes} bytes as JSON, and objects and arrays nested at most "
+                f"{limits.max_data_depth} levels deep (data itself is level 1).",
+            },
             "scheduled_at": {
                 "type": ["string", "null"],
                 "format": "date-time",

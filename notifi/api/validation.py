@@ -1,5 +1,10 @@
 """Request validation: the published JSON Schemas check the shape, then a few rules no schema
-can state (dates, URLs, secrets, named destinations). Every failure names the field."""
+can state (dates, URLs, secrets, named destinations, data's depth and size, the header policy).
+Every failure names the field. What could not be sent is refused here, at submit time, so a
+stored notification never holds a header its sender would have to refuse later.
+
+The walks over `data` are iterative: a deeply nested document must cost a 422, never a
+RecursionError or an orjson recursion limit (both were 500s that stalled the loop)."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import fastjsonschema
 import orjson
 from uuid_utils.compat import uuid7
 
-from notifi.api import schemas
+from notifi.api import headers, schemas
 from notifi.api.limits import Limits
 from notifi.destinations.email import address_error, recipients
 from notifi.destinations.network import check_url
@@ -47,22 +52,70 @@ def _schema_problem(exc: fastjsonschema.JsonSchemaValueException, prefix: str) -
     return InvalidRequest(detail, pointer=prefix + (field if field != "/" else ""))
 
 
-def _nul_at(value: Any, path: str = "") -> str | None:
-    """The pointer of the first string (or key) holding a NUL character: Postgres text and
-    jsonb cannot store one, so it is refused here rather than failing a whole batch later."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            here = f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}"
-            if "\x00" in str(key):
-                return here
-            if (found := _nul_at(item, here)) is not None:
-                return found
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            if (found := _nul_at(item, f"{path}/{i}")) is not None:
-                return found
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _nul_at(value: Any) -> str | None:
+    """The pointer of the first string (or key), in document order, holding a NUL character:
+    Postgres text and jsonb cannot store one, so it is refused here rather than failing a whole
+    batch later. Iterative, so any depth is safe."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path
+        elif isinstance(item, dict):
+            for key in item:
+                if "\x00" in str(key):
+                    return f"{path}/{_escape(str(key))}"
+            stack.extend((v, f"{path}/{_escape(str(k))}") for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}/{i}") for i, v in reversed(list(enumerate(item))))
+    return None
+
+
+def nested_deeper_than(value: Any, max_depth: int) -> bool:
+    """Whether objects and arrays nest more than `max_depth` levels (`value` itself is level 1)
+    — found without recursion, and without encoding `value`."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > max_depth:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def _text_problem(given: Mapping[str, Any], pointer: str) -> InvalidRequest | None:
+    """CR, LF and other controls in what becomes a header line of the email or the request.
+    Checked before the schema (which states the same rules) for a message and a pointer that
+    name the very header or address."""
+    if given.get("type") == "email":
+        to = given.get("to")
+        addresses = [("", to)] if isinstance(to, str) else []
+        if isinstance(to, list):
+            addresses = [(f"/{j}", a) for j, a in enumerate(to) if isinstance(a, str)]
+        for where, address in addresses:
+            if not headers.is_single_line(address):
+                return InvalidRequest(
+                    "to: an email address may not contain CR, LF or other control characters",
+                    pointer=f"{pointer}/to{where}",
+                )
+        subject = given.get("subject")
+        if isinstance(subject, str) and not headers.is_single_line(subject):
+            return InvalidRequest(
+                "subject may not contain CR, LF or other control characters "
+                "(it becomes one header line)",
+                pointer=f"{pointer}/subject",
+            )
+    extra = given.get("headers")
+    if isinstance(extra, dict) and (found := headers.header_problem(extra)) is not None:
+        name, detail = found
+        where = f"{pointer}/headers" + (f"/{_escape(name)}" if name is not None else "")
+        return InvalidRequest(f"headers: {detail}", pointer=where)
     return None
 
 
@@ -100,11 +153,23 @@ class Validator:
             self._check_request(body)
         except fastjsonschema.JsonSchemaValueException as exc:
             raise _schema_problem(exc, prefix) from None
+        data = body.get("data") or {}
+        # Before anything walks data recursively or encodes it (orjson stops at 255 levels).
+        if nested_deeper_than(data, self.limits.max_data_depth):
+            raise InvalidRequest(
+                f"data may nest objects and arrays at most {self.limits.max_data_depth} levels "
+                "deep (data itself is level 1)",
+                pointer=f"{prefix}/data",
+            )
         if (where := _nul_at(body)) is not None:
             raise InvalidRequest("text may not contain NUL characters", pointer=prefix + where)
         now = now or datetime.now(UTC)
-        data = body.get("data") or {}
-        if len(orjson.dumps(data)) > self.limits.max_data_bytes:
+        try:
+            encoded_bytes = len(orjson.dumps(data))
+        except orjson.JSONEncodeError as exc:  # only from callers that skip JSON decoding
+            detail = f"data cannot be stored as JSON: {exc}"
+            raise InvalidRequest(detail, pointer=f"{prefix}/data") from None
+        if encoded_bytes > self.limits.max_data_bytes:
             raise InvalidRequest(
                 f"data is larger than {self.limits.max_data_bytes} bytes as JSON",
                 pointer=f"{prefix}/data",
@@ -182,6 +247,8 @@ class Validator:
             raise InvalidRequest(
                 f"type must be one of: {kinds}", pointer=f"{pointer}/type".lstrip(".")
             )
+        if (problem := _text_problem(given, pointer)) is not None:
+            raise problem
         try:
             check(given)
         except fastjsonschema.JsonSchemaValueException as exc:

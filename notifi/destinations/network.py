@@ -1,20 +1,26 @@
 """The block on private, loopback and link-local destinations (SSRF), checked on the resolved
-address at connect time so a DNS name cannot smuggle one in."""
+address at connect time so a DNS name cannot smuggle one in; and the shape of a destination URL,
+checked at submit time, which refuses IP literals in any but their canonical form."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_URL_CHARS = 2048
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# A label that C's inet_aton (and the WHATWG URL parser) reads as a number: decimal, octal
+# with a leading 0, or hex with 0x.
+_NUMBER_LABEL = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
 
 
 class BlockedAddress(OSError):
@@ -93,23 +99,68 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
+def _inet_aton(host: str) -> str | None:
+    """The dotted quad C's inet_aton reads `host` as (it takes 127.1, 0x7f.1, 2130706433, …)."""
+    try:
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except (OSError, ValueError):
+        return None
+
+
+def ipv4_literal_problem(written: str, connected: str) -> str | None:
+    """What is wrong with a host that is, or could be read as, an IPv4 address but is not
+    written as the canonical dotted quad — or None. `written` is the host as given (lowercase),
+    `connected` the one aiohttp would connect to (IDNA-mapped: full-width digits become ASCII).
+
+    Such a host means one thing to Notifi's checks and another to a resolver or a proxy, so it
+    is refused instead of guessed at; a canonical literal passes on to the address policy."""
+    labels = written.removesuffix(".").split(".")
+    ipish = (
+        _NUMBER_LABEL.fullmatch(labels[-1]) is not None
+        or _NUMBER_LABEL.fullmatch(connected.removesuffix(".").split(".")[-1]) is not None
+        or _inet_aton(written) is not None
+    )
+    if not ipish:
+        return None
+    try:
+        canonical = str(ipaddress.IPv4Address(written))
+    except ValueError:
+        canonical = None
+    if canonical == written == connected:
+        return None
+    read_as = _inet_aton(connected) or _inet_aton(written)
+    seen = f" (a resolver would read it as {read_as})" if read_as else ""
+    return (
+        f"host {written!r} is not a canonical IPv4 address{seen}; write an IPv4 address as "
+        "four decimal numbers 0-255 without leading zeros, such as 192.0.2.1"
+    )
+
+
 def check_url(url: str) -> str | None:
     """What is wrong with a destination URL's shape (no DNS here), or None."""
     if len(url) > MAX_URL_CHARS:
         return f"must be at most {MAX_URL_CHARS} characters"
+    if any(c.isspace() for c in url):
+        return "must not contain spaces"
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in url):
+        return "must not contain control characters"
     try:
         parts = urlsplit(url)
         port = parts.port
+        connected = URL(url).host
     except ValueError as exc:
         return f"is not a valid URL ({exc})"
     if parts.scheme not in ("http", "https"):
         return "must be an http or https URL"
-    if not parts.hostname:
+    if not parts.hostname or not connected:
         return "must name a host"
     if parts.username is not None or parts.password is not None:
         return "must not carry credentials (use headers or a secret)"
     if port == 0:
         return "must not use port 0"
-    if any(c.isspace() for c in url):
-        return "must not contain spaces"
-    return None
+    host = parts.hostname
+    if ":" in host:  # an IPv6 literal (urlsplit has already checked it parses)
+        return None
+    if "%" in host:
+        return f"host {host!r} must not be percent-encoded"
+    return ipv4_literal_problem(host, connected.lower())
