@@ -42,6 +42,8 @@ class Api:
     rate_limit: float
     rate_burst: int
     max_data_depth: int = 32  # levels of objects and arrays in a notification's data
+    header_timeout: float = 10.0  # seconds a request's line and headers may take to arrive
+    body_timeout: float = 30.0  # seconds a request's body may take to arrive
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -214,6 +216,8 @@ _POSITIVE = {
     "max_body_chars",
     "max_data_bytes",
     "max_data_depth",
+    "header_timeout",
+    "body_timeout",
     "max_page_size",
     "accept_batch",
     "max_bulk",
