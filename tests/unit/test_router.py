@@ -4,6 +4,7 @@ Postgres or the bus is away."""
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
@@ -159,16 +160,16 @@ async def test_a_stop_while_postgres_is_away_commits_nothing_and_work_is_read_ag
     assert jobs_on(bus) == [(str(n.id), 0)]
 
 
-async def test_other_database_errors_still_crash(bus: FakeBus, store: FakeStore) -> None:
+async def test_a_bug_still_crashes_for_the_supervisor(bus: FakeBus, store: FakeStore) -> None:
     """Only a dependency being away is ridden out; a bug stays loud for the supervisor."""
     n = new_notification()
     store.add(n)
-    store.fail_next("route", ZeroDivisionError("a bug"))
+    store.fail_next("route", asyncpg.UndefinedColumnError("column x does not exist"))
     await bus.feed(SOURCE, [events.accepted(n.id, 0)])
     router = make_router(bus, store)
     await router.on_start()
     try:
-        with pytest.raises(ZeroDivisionError):
+        with pytest.raises(asyncpg.UndefinedColumnError):
             await router.run()
     finally:
         await router.on_stop()
