@@ -6,30 +6,68 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
+from uuid import UUID
 
 import asyncpg
-import orjson
 import structlog
 
-from notifi import events, metrics
+from notifi import events, metrics, outcome
 from notifi.bus import Bus, BusError, Consumer
-from notifi.claims import Claim, Claims
-from notifi.destinations.base import Message, Outcome, Sender
+from notifi.claims import Claim
+from notifi.destinations.base import Outcome, Sender, SendResult
 from notifi.hosts import BUSY_PATIENCE_S, HostGate
-from notifi.model import DeliveryJob, DeliveryStatus
+from notifi.model import OPEN_STATUSES, DeliveryJob, DeliveryStatus, Notification
 from notifi.offsets import OffsetTracker
 from notifi.retry import RetryPolicy
-from notifi.runtime import Actor, Mailbox
-from notifi.store import Finished, Store
+from notifi.runtime import Actor, Letter, Mailbox
+from notifi.store import Finished
 
 log = structlog.get_logger(__name__)
 
-_OPEN = {DeliveryStatus.PENDING, DeliveryStatus.SCHEDULED, DeliveryStatus.DELIVERING}
+Key = tuple[UUID, int]
+T = TypeVar("T")
+# Postgres (or the network) briefly away: wait and try again, never fail or drop the job.
+_STORE_DOWN = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
+
+
+class JobLoader(Protocol):
+    """What the consumer needs of the store."""
+
+    async def load_jobs(self, keys: Sequence[Key]) -> Mapping[Key, Mapping[str, Any]]: ...
+
+
+class DeletionCheck(Protocol):
+    """What a worker needs of the store: whether a notification was deleted (batched)."""
+
+    async def is_deleted(self, notification_id: UUID, /) -> bool: ...
+
+
+class JobClaims(Protocol):
+    """What a worker needs of the claims: claim a job, remember it delivered."""
+
+    async def claim(self, item: tuple[Key, str], /) -> Claim: ...
+
+    async def mark_delivered(self, key: Key, /) -> bool: ...
+
+
+class OutcomeWriter(Protocol):
+    """What the recorder needs of the store."""
+
+    async def record(
+        self, finished: Sequence[Finished], requeued: Sequence[DeliveryJob]
+    ) -> None: ...
+
+
+class ClaimRelease(Protocol):
+    """What the recorder needs of the claims."""
+
+    async def release(self, items: Sequence[tuple[Key, str]]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -43,11 +81,18 @@ class Work:
 
 @dataclass(slots=True)
 class Record:
-    """What the recorder writes for one job: an outcome, or the job sent back to the outbox."""
+    """What the recorder writes for one job: an outcome, or the job sent back to the outbox;
+    `event` is the operational event to publish once it is written (None: none)."""
 
     work: Work
     finished: Finished | None = None
     requeue: DeliveryJob | None = None
+    event: str | None = None
+
+
+def is_open(row: Mapping[str, Any] | None) -> bool:
+    """Whether a loaded job still has something to do (not gone, deleted or finished)."""
+    return row is not None and row["deleted_at"] is None and row["status"] in OPEN_STATUSES
 
 
 class DeliveryConsumer(Actor):
@@ -58,7 +103,7 @@ class DeliveryConsumer(Actor):
         self,
         name: str,
         bus: Bus,
-        store: Store,
+        store: JobLoader,
         outbox: Mailbox[Work],
         *,
         topic: str,
@@ -125,9 +170,10 @@ class DeliveryConsumer(Actor):
         now = datetime.now(UTC)
         for job, token, ack in jobs:
             row = rows.get(job.key)
-            if row is None or row["deleted_at"] is not None or row["status"] not in _OPEN:
+            if not is_open(row):
                 ack()  # gone, deleted, or already finished: nothing to do
                 continue
+            assert row is not None
             await self._outbox.put(Work(job, row, token, ack, now))
 
     async def on_stop(self) -> None:
@@ -139,27 +185,23 @@ def destination_host(row: Mapping[str, Any]) -> str:
     """The host a delivery talks to, for the per-host bound and breaker."""
     destination = row["destination"]
     if "url" in destination:
-        return urlsplit(destination["url"]).hostname or ""
+        try:
+            return urlsplit(str(destination["url"])).hostname or ""
+        except ValueError:  # a malformed URL: the sender ends the job, the gate has no host
+            return ""
     return str(row["kind"])  # channels without a URL share one server (e.g. the SMTP relay)
 
 
-def webhook_payload(row: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(
-        {
-            "id": str(row["notification_id"]),
-            "type": "notification",
-            "title": row["title"],
-            "body": row["body"],
-            "data": row["data"],
-            "scheduled_at": row["scheduled_at"],
-            "created_at": row["created_at"],
-        }
-    )
+def _raised_at(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
 
 
 class DeliveryWorker(Actor):
     """Waits until a job is due (never early), re-checks deletion, claims, sends, and hands
-    the outcome to the recorder."""
+    the outcome to the recorder. Rendering and sending one job cannot crash it: an exception
+    there ends that job as a permanent failure; a job that crashed workers anyway (elsewhere)
+    `outcome.QUARANTINE_AFTER_CRASHES` times is set aside as failed instead of tried again."""
 
     def __init__(
         self,
@@ -167,8 +209,8 @@ class DeliveryWorker(Actor):
         inbox: Mailbox[Work],
         recorder: Mailbox[Record],
         *,
-        store: Store,
-        claims: Claims,
+        store: DeletionCheck,
+        claims: JobClaims,
         senders: Mapping[str, Sender],
         policy: RetryPolicy,
         claim_ttl_s: float,
@@ -181,13 +223,43 @@ class DeliveryWorker(Actor):
 
     async def run(self) -> None:
         while True:  # until stopped with an empty mailbox
-            async with self.receive() as work:
+            letter: Letter[Work]
+            async with self.receive_letter() as letter:
+                work = letter.item
                 with structlog.contextvars.bound_contextvars(
                     actor=self.name,
                     notification_id=str(work.job.notification_id),
                     client_id=work.row["client_id"],
                 ):
-                    await self._handle(work)
+                    if outcome.should_quarantine(letter.redeliveries):
+                        await self._quarantine(work, letter.redeliveries)
+                    else:
+                        await self._handle(work)
+
+    async def _quarantine(self, work: Work, crashes: int) -> None:
+        job, kind = work.job, str(work.row["kind"])
+        error = outcome.quarantine_error(crashes)
+        log.error("delivery_quarantined", position=job.position, channel=kind, crashes=crashes)
+        metrics.deliveries_quarantined.inc({"channel": kind})
+        await self._finish(
+            work,
+            outcome.QUARANTINED,
+            SendResult(Outcome.PERMANENT, error=error),
+            datetime.now(UTC),
+        )
+
+    async def _until_stored(self, call: Callable[[], Awaitable[T]]) -> T | None:
+        """`call()`, waiting out a Postgres outage instead of crashing (a crash would count
+        against the job); None when a stop comes first."""
+        delay_s = 0.1
+        while True:
+            try:
+                return await call()
+            except _STORE_DOWN as exc:
+                log.warning("store_unavailable_waiting", error=str(exc))
+                if await self.sleep(delay_s):
+                    return None
+                delay_s = min(delay_s * 2, 5.0)
 
     async def _handle(self, work: Work) -> None:
         job = work.job
@@ -195,19 +267,18 @@ class DeliveryWorker(Actor):
         if wait_s > 0 and await self.sleep(wait_s):
             return  # stopping: the job stays uncommitted and comes back after the restart
         # Loaded before it was due: a delete may have come since (checked at load otherwise).
-        if job.due_at > work.loaded_at and await self._store.is_deleted(job.notification_id):
-            work.ack()
-            return
+        if job.due_at > work.loaded_at:
+            deleted = await self._until_stored(lambda: self._store.is_deleted(job.notification_id))
+            if deleted is None:
+                return  # stopping: uncommitted, comes back
+            if deleted:
+                work.ack()
+                return
         host = destination_host(work.row)
         wait_s = await self._gate.acquire(host, BUSY_PATIENCE_S)
         if wait_s is not None:  # the host is paused or at its bound: wait in the outbox
             metrics.deferred.inc({"reason": str(self._gate.state(host))})
-            later = DeliveryJob(
-                job.notification_id,
-                job.position,
-                job.attempt,
-                datetime.now(UTC) + timedelta(seconds=wait_s),
-            )
+            later = job.later(datetime.now(UTC) + timedelta(seconds=wait_s))
             await self._recorder.put(Record(work, requeue=later))
             return
         host_failed: bool | None = None
@@ -219,7 +290,9 @@ class DeliveryWorker(Actor):
     async def _claim_and_send(self, work: Work) -> bool | None:
         """Returns whether the host failed (None when nothing was sent)."""
         job = work.job
-        claim = await self._claims.claim((job.key, work.token))
+        claim = await self._until_stored(lambda: self._claims.claim((job.key, work.token)))
+        if claim is None:
+            return None  # stopping: uncommitted, comes back
         if claim is Claim.DELIVERED:
             metrics.claims_skipped.inc({"reason": "delivered"})
             finished = Finished(job, DeliveryStatus.DELIVERED)  # Postgres catches up
@@ -227,33 +300,48 @@ class DeliveryWorker(Actor):
             return None
         if claim is Claim.BUSY:
             metrics.claims_skipped.inc({"reason": "busy"})
-            later = DeliveryJob(
-                job.notification_id,
-                job.position,
-                job.attempt,
-                datetime.now(UTC) + timedelta(seconds=self._claim_ttl_s),
-            )
+            later = job.later(datetime.now(UTC) + timedelta(seconds=self._claim_ttl_s))
             await self._recorder.put(Record(work, requeue=later))
             return None
-        finished = await self._attempt(work)
-        await self._recorder.put(Record(work, finished=finished))
-        return finished.outcome == Outcome.RETRY
-
-    async def _attempt(self, work: Work) -> Finished:
-        job, row, kind = work.job, work.row, work.row["kind"]
         started = datetime.now(UTC)
         metrics.delivery_lateness.observe({}, max((started - job.due_at).total_seconds(), 0.0))
-        message = Message(id=str(job.notification_id), payload=webhook_payload(row))
-        result = await self._senders[kind].send(row["destination"], message)
+        result = await self._send(work)
+        decision = outcome.decide(job, result, self._policy, datetime.now(UTC))
+        if decision.status is DeliveryStatus.DELIVERED:
+            await self._claims.mark_delivered(job.key)
+        await self._finish(work, decision, result, started)
+        return result.outcome is Outcome.RETRY
+
+    async def _send(self, work: Work) -> SendResult:
+        """Renders and sends one job: whatever its content does, this returns an outcome."""
+        kind = work.row["kind"]
+        began = time.perf_counter()
+        try:
+            notification = Notification.from_row(work.row)
+            return await self._senders[kind].send(work.row["destination"], notification)
+        except Exception as exc:  # the one job's failure, never the worker's (cancel passes)
+            duration_ms = (time.perf_counter() - began) * 1000
+            # The type and where it was raised, not the message or a traceback with locals:
+            # those may quote the content, a secret or a header value.
+            log.error(
+                "delivery_send_raised",
+                channel=kind,
+                error_type=type(exc).__name__,
+                raised_at=_raised_at(exc),
+            )
+            metrics.delivery_errors.inc({"channel": str(kind)})
+            return outcome.crash_result(exc, duration_ms)
+
+    async def _finish(
+        self, work: Work, decision: outcome.Decision, result: SendResult, started: datetime
+    ) -> None:
+        job, kind = work.job, str(work.row["kind"])
         metrics.delivery_attempts.inc({"channel": kind, "outcome": str(result.outcome)})
         metrics.delivery_latency.observe({"channel": kind}, result.duration_ms / 1000)
-        common = dict(
-            started_at=started,
-            duration_ms=result.duration_ms,
-            outcome=str(result.outcome),
-            status_code=result.status_code,
-            error=result.error,
-        )
+        if decision.retry:
+            metrics.retries_scheduled.inc({})
+        if decision.failure is not None:
+            metrics.deliveries_failed.inc({"reason": str(decision.failure)})
         log.log(
             logging.DEBUG if result.outcome is Outcome.DELIVERED else logging.INFO,
             "delivery_attempted",
@@ -265,19 +353,17 @@ class DeliveryWorker(Actor):
             error=result.error,
             duration_ms=round(result.duration_ms, 2),
         )
-        if result.outcome is Outcome.DELIVERED:
-            await self._claims.mark_delivered(job.key)
-            return Finished(job, DeliveryStatus.DELIVERED, **common)
-        if result.outcome is Outcome.RETRY:
-            delay = self._policy.delay_after(job.attempt, result.retry_after_s)
-            if delay is not None:
-                metrics.retries_scheduled.inc({})
-                due = datetime.now(UTC) + timedelta(seconds=delay)
-                return Finished(job, DeliveryStatus.DELIVERING, next_attempt_at=due, **common)
-            metrics.deliveries_failed.inc({"reason": "exhausted"})
-        else:
-            metrics.deliveries_failed.inc({"reason": "permanent"})
-        return Finished(job, DeliveryStatus.FAILED, **common)
+        finished = Finished(
+            job,
+            decision.status,
+            started_at=started,
+            duration_ms=result.duration_ms,
+            outcome=str(result.outcome),
+            status_code=result.status_code,
+            error=result.error,
+            next_attempt_at=decision.next_attempt_at,
+        )
+        await self._recorder.put(Record(work, finished=finished, event=decision.event))
 
 
 class Recorder(Actor):
@@ -289,8 +375,8 @@ class Recorder(Actor):
         name: str,
         inbox: Mailbox[Record],
         *,
-        store: Store,
-        claims: Claims,
+        store: OutcomeWriter,
+        claims: ClaimRelease,
         batch: int,
         bus: Bus,
         events_topic: str,
@@ -330,27 +416,18 @@ class Recorder(Actor):
     async def _publish_events(self, records: list[Record]) -> None:
         """Operational events, after the record is durable; best effort (the database is the
         record, the topic a feed for other systems)."""
-        out = []
-        for r in records:
-            f = r.finished
-            if f is None or f.outcome is None:
-                continue  # nothing was attempted
-            if f.new_status is DeliveryStatus.DELIVERED:
-                kind = events.SUCCEEDED
-            elif f.new_status is DeliveryStatus.FAILED:
-                kind = events.EXHAUSTED if f.outcome == Outcome.RETRY else events.FAILED
-            else:
-                continue
-            out.append(
-                events.delivery_outcome(
-                    kind,
-                    f.job,
-                    client_id=r.work.row["client_id"],
-                    channel=r.work.row["kind"],
-                    status_code=f.status_code,
-                    error=f.error,
-                )
+        out = [
+            events.delivery_outcome(
+                r.event,
+                r.finished.job,
+                client_id=r.work.row["client_id"],
+                channel=r.work.row["kind"],
+                status_code=r.finished.status_code,
+                error=r.finished.error,
             )
+            for r in records
+            if r.event is not None and r.finished is not None
+        ]
         if out:
             try:
                 await self._bus.publish(self._events_topic, out)

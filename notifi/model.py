@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -16,6 +17,12 @@ class DeliveryStatus(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"  # permanent failure or retry schedule exhausted
     CANCELLED = "cancelled"  # the notification was deleted first
+
+
+# A delivery in one of these may still be attempted; the others are final.
+OPEN_STATUSES = frozenset(
+    {DeliveryStatus.PENDING, DeliveryStatus.SCHEDULED, DeliveryStatus.DELIVERING}
+)
 
 
 class NotificationStatus(StrEnum):
@@ -64,3 +71,31 @@ class DeliveryJob:
     @property
     def key(self) -> tuple[UUID, int]:
         return (self.notification_id, self.position)
+
+    def later(self, due_at: datetime) -> DeliveryJob:
+        """The same attempt, sent back to the outbox to be tried at `due_at`."""
+        return replace(self, due_at=due_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """What a destination is told: the content of one stored notification, built once per job
+    from the loaded row; each channel renders its own body from it."""
+
+    id: UUID
+    title: str
+    body: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    scheduled_at: datetime | None = None
+    created_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Notification:
+        return cls(
+            id=row["notification_id"],
+            title=row["title"] or "",
+            body=row["body"],
+            data=row["data"] or {},
+            scheduled_at=row["scheduled_at"],
+            created_at=row["created_at"],
+        )

@@ -9,10 +9,9 @@ from typing import Any
 
 import orjson
 
-from notifi.destinations.base import Message, SendResult
+from notifi.destinations.base import SendResult
 from notifi.destinations.webhook import WebhookSender
-
-Notification = Mapping[str, Any]
+from notifi.model import Notification
 
 
 def _cut(text: str, limit: int) -> str:
@@ -21,53 +20,52 @@ def _cut(text: str, limit: int) -> str:
 
 def _fields(n: Notification) -> list[tuple[str, str]]:
     return [
-        (str(k), v if isinstance(v, str) else orjson.dumps(v).decode())
-        for k, v in (n.get("data") or {}).items()
+        (str(k), v if isinstance(v, str) else orjson.dumps(v).decode()) for k, v in n.data.items()
     ]
 
 
 def slack_payload(n: Notification) -> dict[str, Any]:
     """Incoming webhook: `text` for notifications and old clients, blocks for the message."""
-    title = n.get("title") or ""
+    title = n.title
     blocks: list[dict[str, Any]] = []
     if title:
         blocks.append({"type": "header", "text": {"type": "plain_text", "text": _cut(title, 150)}})
-    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(n["body"], 3000)}})
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(n.body, 3000)}})
     if fields := _fields(n):
         elements = [{"type": "mrkdwn", "text": _cut(f"*{k}*: {v}", 300)} for k, v in fields[:10]]
         blocks.append({"type": "context", "elements": elements})
-    text = f"{title}: {n['body']}" if title else n["body"]
+    text = f"{title}: {n.body}" if title else n.body
     return {"text": _cut(text, 3000), "blocks": blocks}
 
 
 def discord_payload(n: Notification) -> dict[str, Any]:
-    embed: dict[str, Any] = {"description": _cut(n["body"], 4096)}
-    if n.get("title"):
-        embed["title"] = _cut(n["title"], 256)
+    embed: dict[str, Any] = {"description": _cut(n.body, 4096)}
+    if n.title:
+        embed["title"] = _cut(n.title, 256)
     if fields := _fields(n):
         embed["fields"] = [
             {"name": _cut(k, 256), "value": _cut(v, 1024) or "-", "inline": True}
             for k, v in fields[:25]
         ]
-    if n.get("created_at"):
-        embed["timestamp"] = n["created_at"]
-    return {"content": _cut(n.get("title") or n["body"], 2000), "embeds": [embed]}
+    if n.created_at is not None:
+        embed["timestamp"] = n.created_at.isoformat()
+    return {"content": _cut(n.title or n.body, 2000), "embeds": [embed]}
 
 
 def teams_payload(n: Notification) -> dict[str, Any]:
     """A Teams workflow (or connector) webhook message with an Adaptive Card."""
     body: list[dict[str, Any]] = []
-    if n.get("title"):
+    if n.title:
         body.append(
             {
                 "type": "TextBlock",
-                "text": n["title"],
+                "text": n.title,
                 "weight": "Bolder",
                 "size": "Medium",
                 "wrap": True,
             }
         )
-    body.append({"type": "TextBlock", "text": _cut(n["body"], 20000), "wrap": True})
+    body.append({"type": "TextBlock", "text": _cut(n.body, 20000), "wrap": True})
     if fields := _fields(n):
         body.append({"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in fields]})
     card = {
@@ -95,6 +93,6 @@ class ChatSender:
     def __init__(self, webhook: WebhookSender, kind: str) -> None:
         self._webhook, self._payload = webhook, PAYLOADS[kind]
 
-    async def send(self, destination: Mapping[str, Any], message: Message) -> SendResult:
-        body = orjson.dumps(self._payload(orjson.loads(message.payload)))
-        return await self._webhook.send({"url": destination["url"]}, Message(message.id, body))
+    async def send(self, destination: Mapping[str, Any], notification: Notification) -> SendResult:
+        body = orjson.dumps(self._payload(notification))
+        return await self._webhook.post({"url": destination["url"]}, str(notification.id), body)

@@ -1,5 +1,10 @@
 """Webhooks: a JSON POST with the Standard Webhooks headers (`webhook-id`, `-timestamp`,
-`-signature`), classified into delivered, retry or permanent."""
+`-signature`), classified into delivered, retry or permanent.
+
+Header policy: a destination's own `headers` are added to the request, except the names that
+frame the request or belong to the protocol (`RESERVED_HEADERS`, `Proxy-*`, `webhook-*`),
+which are dropped so they can never override ours. A name that is not an HTTP token, or a
+value holding a control character, cannot be sent: the job ends as a permanent failure."""
 
 from __future__ import annotations
 
@@ -7,21 +12,83 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
+import orjson
 from yarl import URL
 
-from notifi.destinations.base import Message, Outcome, SendResult, bounded
+from notifi.destinations.base import Outcome, SendResult, bounded
 from notifi.destinations.network import AddressPolicy, BlockedAddress, GuardedResolver, literal_ip
+from notifi.model import Notification
 
 SECRET_PREFIX = "whsec_"
 USER_AGENT = "Notifi/0.1"
 _RETRYABLE = {408, 425, 429}
 _READ_LIMIT = 4096
+# Framing and protocol headers: set by the client library and by us, never by a destination.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "expect",
+        "te",
+        "upgrade",
+        "keep-alive",
+        "content-type",
+        "trailer",
+    }
+)
+RESERVED_PREFIXES = ("proxy-", "webhook-")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 field-name
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # controls but HTAB (RFC 9110 field-value)
+
+
+class UnsendableHeader(ValueError):
+    """A destination header that cannot be put on the wire (says which, never its value)."""
+
+
+def is_reserved_header(name: str) -> bool:
+    lower = name.lower()
+    return lower in RESERVED_HEADERS or lower.startswith(RESERVED_PREFIXES)
+
+
+def destination_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
+    """The destination's headers that may be sent, reserved names dropped; raises
+    `UnsendableHeader` for a name or value that cannot be sent."""
+    out: dict[str, str] = {}
+    for name, value in (headers or {}).items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise UnsendableHeader(f"header name {name!r} is not an HTTP token")
+        if is_reserved_header(name):
+            continue
+        if not isinstance(value, str):
+            raise UnsendableHeader(f"header {name}: the value must be a string")
+        if _BAD_VALUE.search(value):
+            raise UnsendableHeader(f"header {name}: the value holds a control character")
+        out[name] = value
+    return out
+
+
+def webhook_payload(n: Notification) -> bytes:
+    """The webhook body: the notification as JSON, encoded once per attempt."""
+    return orjson.dumps(
+        {
+            "id": str(n.id),
+            "type": "notification",
+            "title": n.title,
+            "body": n.body,
+            "data": n.data,
+            "scheduled_at": n.scheduled_at,
+            "created_at": n.created_at,
+        }
+    )
 
 
 def validate_secret(secret: str) -> str | None:
@@ -73,32 +140,43 @@ class WebhookSender:
         self._policy = policy
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
-    async def send(self, destination: Mapping[str, Any], message: Message) -> SendResult:
+    async def send(self, destination: Mapping[str, Any], notification: Notification) -> SendResult:
+        return await self.post(destination, str(notification.id), webhook_payload(notification))
+
+    async def post(self, destination: Mapping[str, Any], msg_id: str, payload: bytes) -> SendResult:
+        """POSTs an encoded JSON body to `destination` (url, optional secret and headers) with
+        `msg_id` as the stable `webhook-id`."""
         started = time.perf_counter()
-        result = await self._send(destination, message)
+        result = await self._post(destination, msg_id, payload)
         duration_ms = (time.perf_counter() - started) * 1000
         return SendResult(
             result.outcome, result.status_code, result.error, result.retry_after_s, duration_ms
         )
 
-    async def _send(self, destination: Mapping[str, Any], message: Message) -> SendResult:
+    async def _post(
+        self, destination: Mapping[str, Any], msg_id: str, payload: bytes
+    ) -> SendResult:
         url = destination["url"]
         timestamp = int(time.time())
+        try:
+            own = destination_headers(destination.get("headers"))
+        except UnsendableHeader as exc:
+            return SendResult(Outcome.PERMANENT, error=bounded(f"cannot send: {exc}"))
         headers = {
-            **(destination.get("headers") or {}),
+            **own,
             "content-type": "application/json",
-            "webhook-id": message.id,
+            "webhook-id": msg_id,
             "webhook-timestamp": str(timestamp),
         }
         if secret := destination.get("secret"):
-            headers["webhook-signature"] = sign(secret, message.id, timestamp, message.payload)
+            headers["webhook-signature"] = sign(secret, msg_id, timestamp, payload)
         try:
             host = URL(url).host or ""
             if (ip := literal_ip(host)) is not None:  # aiohttp skips the resolver for these
                 self._policy.check(host, str(ip))
             async with self._session.post(
                 url,
-                data=message.payload,
+                data=payload,
                 headers=headers,
                 timeout=self._timeout,
                 allow_redirects=False,

@@ -7,7 +7,7 @@ import contextlib
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from notifi.runtime.mailbox import Mailbox
+from notifi.runtime.mailbox import Letter, Mailbox
 
 
 class Actor:
@@ -33,6 +33,11 @@ class Actor:
         stop is requested and the mailbox is empty, which ends `run` normally."""
         assert self.inbox is not None, f"{self.name} has no mailbox"
         return self.inbox.take(until=self._stop)
+
+    def receive_letter(self) -> AbstractAsyncContextManager[Letter[Any]]:
+        """Like `receive`, with the message's redelivery count (how often a holder crashed)."""
+        assert self.inbox is not None, f"{self.name} has no mailbox"
+        return self.inbox.take_letter(until=self._stop)
 
     def receive_batch(
         self, max_items: int, linger_s: float = 0.0

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import orjson
+from uuid import UUID
+
 import pytest
 
-from notifi.destinations.base import Message, Outcome
+from notifi.destinations.base import Outcome
 from notifi.destinations.chat import ChatSender
 from notifi.destinations.network import AddressPolicy
 from notifi.destinations.webhook import WebhookSender, make_session
+from notifi.model import Notification
 from tests.support.receiver import Receiver
 
 
@@ -21,12 +23,12 @@ async def test_chat_payload_arrives(kind: str, key: str) -> None:
     session = make_session(policy)
     try:
         chat = ChatSender(WebhookSender(session, policy, 2), kind)
-        payload = orjson.dumps({"id": "n1", "title": "T", "body": "B", "data": {"a": 1}})
-        result = await chat.send({"type": kind, "url": receiver.url(kind)}, Message("n1", payload))
+        n = Notification(id=UUID(int=1), title="T", body="B", data={"a": 1})
+        result = await chat.send({"type": kind, "url": receiver.url(kind)}, n)
         assert result.outcome is Outcome.DELIVERED
         body = receiver.received[kind][0].json
         assert key in body
-        assert receiver.received[kind][0].headers["webhook-id"] == "n1"
+        assert receiver.received[kind][0].headers["webhook-id"] == str(UUID(int=1))
     finally:
         await session.close()
         await receiver.stop()

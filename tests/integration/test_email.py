@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from email import message_from_bytes
 from email.policy import default
+from uuid import UUID
 
-import orjson
 import pytest
 from aiosmtpd.controller import Controller
 
-from notifi.destinations.base import Message, Outcome
+from notifi.destinations.base import Outcome
 from notifi.destinations.email import EmailSender
+from notifi.model import Notification
 from notifi.settings import Smtp
 from tests.support.process import free_port
 
@@ -62,16 +64,11 @@ def sender(port: int) -> EmailSender:
     return EmailSender(smtp, timeout_s=5)
 
 
-MESSAGE = Message(
-    id="01937c3e-0000-7000-8000-000000000001",
-    payload=orjson.dumps(
-        {
-            "id": "x",
-            "title": "Deploy of $service",
-            "body": "$service is live",
-            "data": {"service": "api", "version": 2},
-        }
-    ),
+MESSAGE = Notification(
+    id=UUID("01937c3e-0000-7000-8000-000000000001"),
+    title="Deploy of $service",
+    body="$service is live",
+    data={"service": "api", "version": 2},
 )
 
 
@@ -102,3 +99,43 @@ async def test_temporary_refusal_is_retried(smtp_server) -> None:
 async def test_server_down_is_retried() -> None:
     result = await sender(free_port()).send({"type": "email", "to": "a@example.com"}, MESSAGE)
     assert result.outcome is Outcome.RETRY and "unreachable" in result.error
+
+
+async def test_a_multi_line_title_is_a_single_line_subject(smtp_server) -> None:
+    handler, port = smtp_server
+    n = replace(MESSAGE, title="Deploy finished\nall green", data={})
+    result = await sender(port).send({"type": "email", "to": "oncall@example.com"}, n)
+    assert result.outcome is Outcome.DELIVERED
+    _, _, mail = handler.messages[0]
+    assert mail["Subject"] == "Deploy finished all green"
+
+
+@pytest.mark.parametrize(
+    "who", ["x\r\nBcc: v@example.com", "x\nBcc: v@example.com", "x\rBcc: v@example.com"]
+)
+async def test_data_filled_into_the_subject_cannot_add_a_header(smtp_server, who: str) -> None:
+    handler, port = smtp_server
+    n = replace(MESSAGE, title="Hello $who", data={"who": who})
+    result = await sender(port).send({"type": "email", "to": "oncall@example.com"}, n)
+    assert result.outcome is Outcome.DELIVERED
+    _, rcpt, mail = handler.messages[0]
+    assert rcpt == ["oncall@example.com"] and mail["Bcc"] is None
+    assert mail["Subject"] == "Hello x Bcc: v@example.com"
+
+
+@pytest.mark.parametrize(
+    "destination",
+    [
+        {"type": "email", "to": "oncall@example.com", "subject": "hi\r\nBcc: v@example.com"},
+        {"type": "email", "to": "oncall@example.com\r\nBcc: v@example.com"},
+        {"type": "email", "to": ["a@example.com", "b@example.com\n"]},
+        {"type": "email", "to": "not an address"},
+    ],
+)
+async def test_a_header_that_cannot_be_sent_is_a_permanent_failure(
+    smtp_server, destination: dict
+) -> None:
+    handler, port = smtp_server
+    result = await sender(port).send(destination, MESSAGE)
+    assert result.outcome is Outcome.PERMANENT and result.error.startswith("cannot send")
+    assert handler.messages == []

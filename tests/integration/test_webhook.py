@@ -9,19 +9,21 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator
+from uuid import UUID
 
 import aiohttp
 import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
-from notifi.destinations.base import Message, Outcome
+from notifi.destinations.base import Outcome
 from notifi.destinations.network import AddressPolicy, GuardedResolver
 from notifi.destinations.webhook import WebhookSender, make_session
+from notifi.model import Notification
 from tests.support.process import free_port
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
-MESSAGE = Message(id="01937c3e-0000-7000-8000-000000000001", payload=b'{"body":"hi"}')
+MESSAGE = Notification(id=UUID("01937c3e-0000-7000-8000-000000000001"), title="", body="hi")
 
 
 @pytest.fixture
@@ -65,9 +67,57 @@ async def test_delivered_and_verifiable(server, sender: WebhookSender) -> None:
     )
     assert result.outcome is Outcome.DELIVERED and result.status_code == 200
     _, headers, body = seen[0]
-    assert headers["webhook-id"] == MESSAGE.id and headers["X-Team"] == "ops"
+    assert headers["webhook-id"] == str(MESSAGE.id) and headers["X-Team"] == "ops"
     assert headers["Content-Type"] == "application/json"
-    assert Webhook(SECRET).verify(body, headers) == {"body": "hi"}
+    payload = Webhook(SECRET).verify(body, headers)
+    assert payload["id"] == str(MESSAGE.id) and payload["body"] == "hi"
+    assert set(payload) == {"id", "type", "title", "body", "data", "scheduled_at", "created_at"}
+
+
+async def test_destination_headers_cannot_override_framing_or_protocol(server, sender) -> None:
+    base, seen = server
+    own = {
+        "Host": "evil.example",
+        "Content-Length": "3",
+        "Transfer-Encoding": "chunked",
+        "Connection": "close",
+        "Expect": "100-continue",
+        "TE": "trailers",
+        "Upgrade": "h2c",
+        "Keep-Alive": "timeout=1",
+        "Proxy-Authorization": "Basic eA==",
+        "Content-Type": "text/plain",
+        "webhook-id": "forged",
+        "X-Team": "ops",
+    }
+    result = await sender.send({"url": f"{base}/200", "headers": own}, MESSAGE)
+    assert result.outcome is Outcome.DELIVERED
+    _, headers, body = seen[0]
+    assert headers["X-Team"] == "ops" and headers["webhook-id"] == str(MESSAGE.id)
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Host"].startswith("127.0.0.1") and "Transfer-Encoding" not in headers
+    assert int(headers["Content-Length"]) == len(body) and b'"body":"hi"' in body
+    assert "Proxy-Authorization" not in headers and "Upgrade" not in headers
+
+
+@pytest.mark.parametrize(
+    ("headers", "says"),
+    [
+        ({"X Test": "1"}, "'X Test' is not an HTTP token"),
+        ({": x": "1"}, "is not an HTTP token"),
+        ({"X-A\r\nX-B": "1"}, "is not an HTTP token"),
+        ({"X-A": "1\r\nX-B: 2"}, "X-A: the value holds a control character"),
+        ({"X-A": 1}, "X-A: the value must be a string"),
+    ],
+)
+async def test_unsendable_headers_end_the_job_with_a_clear_error(
+    server, sender, headers, says
+) -> None:
+    base, seen = server
+    result = await sender.send({"url": f"{base}/200", "headers": headers}, MESSAGE)
+    assert result.outcome is Outcome.PERMANENT and says in result.error
+    assert "URL" not in result.error and "X-B: 2" not in result.error  # no value echoed
+    assert seen == []
 
 
 @pytest.mark.parametrize(

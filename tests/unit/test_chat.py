@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from notifi.destinations.chat import discord_payload, slack_payload, teams_payload
+from dataclasses import replace
+from datetime import UTC, datetime
+from uuid import UUID
 
-N = {
-    "id": "x",
-    "title": "Deploy",
-    "body": "api is live",
-    "data": {"service": "api", "n": 2},
-    "created_at": "2026-11-24T18:00:00Z",
-}
+from notifi.destinations.chat import discord_payload, slack_payload, teams_payload
+from notifi.model import Notification
+
+N = Notification(
+    id=UUID(int=1),
+    title="Deploy",
+    body="api is live",
+    data={"service": "api", "n": 2},
+    created_at=datetime(2026, 11, 24, 18, 0, tzinfo=UTC),
+)
 
 
 def test_slack_blocks_and_fallback_text() -> None:
@@ -26,7 +31,7 @@ def test_discord_embed_and_fields() -> None:
     embed = p["embeds"][0]
     assert p["content"] == "Deploy" and embed["description"] == "api is live"
     assert {"name": "n", "value": "2", "inline": True} in embed["fields"]
-    assert embed["timestamp"] == N["created_at"]
+    assert embed["timestamp"] == "2026-11-24T18:00:00+00:00"
 
 
 def test_teams_adaptive_card() -> None:
@@ -38,12 +43,9 @@ def test_teams_adaptive_card() -> None:
 
 
 def test_limits_are_respected() -> None:
-    big = {
-        **N,
-        "title": "t" * 500,
-        "body": "b" * 9000,
-        "data": {f"k{i}": "v" * 2000 for i in range(40)},
-    }
+    big = replace(
+        N, title="t" * 500, body="b" * 9000, data={f"k{i}": "v" * 2000 for i in range(40)}
+    )
     s = slack_payload(big)
     assert len(s["blocks"][0]["text"]["text"]) == 150
     assert len(s["blocks"][1]["text"]["text"]) == 3000
@@ -55,6 +57,6 @@ def test_limits_are_respected() -> None:
 
 
 def test_no_title_no_header() -> None:
-    p = slack_payload({**N, "title": "", "data": {}})
+    p = slack_payload(replace(N, title="", data={}))
     assert [b["type"] for b in p["blocks"]] == ["section"]
     assert p["text"] == "api is live"

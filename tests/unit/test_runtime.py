@@ -47,6 +47,29 @@ async def test_take_gives_the_item_back_on_error_and_on_cancel() -> None:
         assert items == ["a", "b", "c"]  # back at the front, in order
 
 
+async def test_a_message_counts_the_crashes_of_its_holders_not_cancellations() -> None:
+    box: Mailbox[str] = Mailbox("m", 5)
+    await box.put("poison")
+    await box.put("next")
+    for expected in range(3):
+        with pytest.raises(RuntimeError):
+            async with box.take_letter() as letter:
+                assert (letter.item, letter.redeliveries) == ("poison", expected)
+                raise RuntimeError("crash")
+
+    async def hold() -> None:
+        async with box.take_letter():
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(hold())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with box.take_letters(5) as letters:
+        assert [(x.item, x.redeliveries) for x in letters] == [("poison", 3), ("next", 0)]
+
+
 async def test_take_batch_lingers_for_more_but_not_past_the_limit() -> None:
     box: Mailbox[int] = Mailbox("m", 10)
     await box.put(1)

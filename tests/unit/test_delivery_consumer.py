@@ -1,0 +1,63 @@
+"""The delivery consumer on in-memory fakes and the memory bus: open jobs go to the workers,
+finished, deleted, missing and unreadable ones are acked at once, and offsets are committed
+only for jobs acked."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from actors.delivery import DeliveryConsumer, Work
+from notifi import events
+from notifi.bus import MemoryBus
+from notifi.model import DeliveryJob
+from notifi.runtime import Mailbox
+from tests.support.fake_delivery import FakeJobStore, job_row, wait_until
+
+pytestmark = pytest.mark.timeout(20)
+TOPIC, GROUP = "t.deliveries", "delivery"
+
+
+def committed(bus: MemoryBus) -> int:
+    """The group's committed offset (the memory bus's own record of it)."""
+    return bus._topics[TOPIC].committed.get(GROUP, 0)
+
+
+async def test_open_jobs_reach_the_workers_and_the_rest_are_acked() -> None:
+    store, bus = FakeJobStore(), MemoryBus()
+    rows = {
+        "open": job_row(),
+        "delivering": job_row(status="delivering"),
+        "delivered": job_row(status="delivered"),
+        "cancelled": job_row(status="cancelled"),
+        "deleted": job_row(deleted_at=datetime.now(UTC)),
+    }
+    for row in rows.values():
+        store.add(row)
+    now = datetime.now(UTC)
+    jobs = [DeliveryJob(r["notification_id"], 0, 1, now) for r in rows.values()]
+    jobs.append(DeliveryJob(job_row()["notification_id"], 0, 1, now))  # not in the store
+    box: Mailbox[Work] = Mailbox("work", 100)
+    consumer = DeliveryConsumer(
+        "consumer", bus, store, box, topic=TOPIC, group=GROUP, fetch_max=100,
+        process_token="p1", drain_timeout_s=1,
+    )  # fmt: skip
+    await consumer.on_start()
+    await bus.publish(TOPIC, events.delivery_due(jobs))
+    await bus.publish(TOPIC, [(None, b"not an event")])
+    running = asyncio.create_task(consumer.run())
+    await wait_until(lambda: box.qsize() == 2)
+    handed = [box._items[i].item for i in range(2)]
+    assert [w.job.key for w in handed] == [jobs[0].key, jobs[1].key]
+    assert handed[0].token == f"p1:{TOPIC}:0:0" and handed[0].row is rows["open"]
+    # The two held by workers keep the offset below them uncommitted.
+    await asyncio.sleep(0.3)
+    assert committed(bus) == 0
+    for w in handed:
+        w.ack()
+    await wait_until(lambda: committed(bus) == 7, timeout_s=5)
+    consumer.request_stop()
+    await asyncio.wait_for(running, 5)
+    await consumer.on_stop()

@@ -1,0 +1,206 @@
+"""The delivery worker on in-memory fakes: each path of one job (delivered, retried,
+exhausted, permanent, a sender that raises, busy and delivered claims, the host gate, the
+deletion re-check at due time, never early, a store outage, the quarantine) and what it
+records and publishes."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from notifi import events
+from notifi.destinations.base import Outcome, SendResult
+from notifi.hosts import BUSY_RETRY_S
+from notifi.model import DeliveryStatus, Notification
+from notifi.outcome import QUARANTINE_AFTER_CRASHES
+from tests.support.fake_delivery import (
+    DeliveryHarness,
+    FakeClaims,
+    ScriptedSender,
+    gate,
+    job_row,
+)
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def key(row: dict) -> tuple:
+    return (row["notification_id"], row["position"])
+
+
+async def test_delivered_records_publishes_and_remembers() -> None:
+    async with DeliveryHarness() as h:
+        row = job_row(title="Deploy", data={"service": "api"})
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        [sent] = h.sender.sent
+        assert sent.notification == Notification.from_row(row)
+        assert sent.destination == row["destination"]
+        f = h.store.finished_for(key(row))
+        assert f.new_status is DeliveryStatus.DELIVERED and f.outcome == "delivered"
+        assert f.status_code == 200 and f.started_at is not None
+        assert key(row) in h.claims.delivered and h.claims.released == []
+        [event] = await h.events()
+        assert event["type"] == events.SUCCEEDED
+        assert event["data"]["notification_id"] == str(row["notification_id"])
+    assert h.crashes == []
+
+
+@pytest.mark.parametrize(
+    ("attempt", "result", "status", "event"),
+    [
+        (1, SendResult(Outcome.RETRY, 503, "HTTP 503"), DeliveryStatus.DELIVERING, None),
+        (3, SendResult(Outcome.RETRY, 503, "HTTP 503"), DeliveryStatus.FAILED, events.EXHAUSTED),
+        (1, SendResult(Outcome.PERMANENT, 404, "HTTP 404"), DeliveryStatus.FAILED, events.FAILED),
+    ],
+)
+async def test_failures_retry_or_end(
+    attempt: int, result: SendResult, status: DeliveryStatus, event: str | None
+) -> None:
+    sender = ScriptedSender([result])
+    async with DeliveryHarness({"webhook": sender}) as h:
+        row = job_row()
+        before = datetime.now(UTC)
+        acked = await h.submit(row, attempt=attempt)
+        await asyncio.wait_for(acked.wait(), 5)
+        f = h.store.finished_for(key(row))
+        assert f.new_status is status and f.error == result.error
+        if status is DeliveryStatus.DELIVERING:  # the schedule [1, 5] without jitter
+            assert before + timedelta(seconds=1) <= f.next_attempt_at
+            assert f.next_attempt_at <= datetime.now(UTC) + timedelta(seconds=1)
+        else:
+            assert f.next_attempt_at is None
+        assert h.claims.released == [(key(row), "token-1")]  # the retry may claim again
+        assert [e["type"] for e in await h.events()] == ([event] if event else [])
+
+
+async def test_a_sender_that_raises_ends_the_job_not_the_worker() -> None:
+    sender = ScriptedSender([ValueError("Header values may not contain linefeed: sekrit")])
+    async with DeliveryHarness({"webhook": sender}) as h:
+        bad, good = job_row(), job_row()
+        acked = await h.submit(bad)
+        await asyncio.wait_for(acked.wait(), 5)
+        f = h.store.finished_for(key(bad))
+        assert f.new_status is DeliveryStatus.FAILED and f.outcome == "permanent"
+        assert "ValueError" in f.error and "sekrit" not in f.error
+        sender.script = [SendResult(Outcome.DELIVERED, 200)]
+        acked = await h.submit(good)
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.store.finished_for(key(good)).new_status is DeliveryStatus.DELIVERED
+        assert [e["type"] for e in await h.events()] == [events.FAILED, events.SUCCEEDED]
+    assert h.crashes == []
+
+
+async def test_an_unknown_channel_is_a_permanent_failure() -> None:
+    async with DeliveryHarness() as h:
+        row = job_row(kind="carrier-pigeon", destination={"type": "carrier-pigeon"})
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.store.finished_for(key(row)).new_status is DeliveryStatus.FAILED
+    assert h.crashes == []
+
+
+async def test_a_busy_claim_sends_the_job_back_for_later() -> None:
+    claims = FakeClaims()
+    async with DeliveryHarness(claims=claims, claim_ttl_s=30) as h:
+        row = job_row()
+        claims.holders[key(row)] = "someone-else"
+        before = datetime.now(UTC)
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.sender.sent == [] and h.store.finished == []
+        [later] = h.store.requeued
+        assert later.key == key(row) and later.attempt == 1
+        assert later.due_at >= before + timedelta(seconds=30)
+
+
+async def test_an_already_delivered_claim_is_skipped_and_recorded_delivered() -> None:
+    claims = FakeClaims()
+    async with DeliveryHarness(claims=claims) as h:
+        row = job_row()
+        claims.delivered.add(key(row))
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.sender.sent == []
+        f = h.store.finished_for(key(row))
+        assert f.new_status is DeliveryStatus.DELIVERED and f.outcome is None
+        assert await h.events() == []  # nothing was attempted
+
+
+async def test_an_open_breaker_defers_the_job_to_the_outbox() -> None:
+    host_gate = gate(failure_threshold=1, cooldown_s=30)
+    assert host_gate.admit("hooks.example") is None
+    host_gate.release("hooks.example", host_failed=True)  # the breaker opens
+    async with DeliveryHarness(host_gate=host_gate) as h:
+        row = job_row()
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.sender.sent == [] and h.store.finished == []
+        [later] = h.store.requeued
+        assert later.due_at >= datetime.now(UTC) + timedelta(seconds=20)
+
+
+async def test_a_host_at_its_bound_defers_after_a_short_wait() -> None:
+    host_gate = gate(max_in_flight=1)
+    assert host_gate.admit("hooks.example") is None  # the one slot is taken
+    async with DeliveryHarness(host_gate=host_gate) as h:
+        row = job_row()
+        before = datetime.now(UTC)
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        [later] = h.store.requeued
+        assert later.due_at >= before + timedelta(seconds=BUSY_RETRY_S)
+        assert h.sender.sent == []
+
+
+async def test_never_sent_before_it_is_due() -> None:
+    async with DeliveryHarness() as h:
+        row = job_row()
+        acked = await h.submit(row, due_in_s=0.3)
+        await asyncio.wait_for(acked.wait(), 5)
+        [sent] = h.sender.sent
+        due = h.store.finished_for(key(row)).job.due_at
+        assert sent.at >= due
+
+
+async def test_a_delete_before_the_due_time_prevents_the_send() -> None:
+    async with DeliveryHarness() as h:
+        row = job_row()
+        acked = await h.submit(row, due_in_s=0.3)
+        h.store.deleted.add(row["notification_id"])
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.sender.sent == [] and h.store.finished == [] and h.store.requeued == []
+        assert "is_deleted" in h.store.calls
+
+
+async def test_a_store_outage_at_the_deletion_check_is_waited_out() -> None:
+    async with DeliveryHarness() as h:
+        row = job_row()
+        h.store.down_for = 2
+        acked = await h.submit(row, due_in_s=0.05)
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.store.calls[:3] == ["is_deleted"] * 3
+        assert h.store.finished_for(key(row)).new_status is DeliveryStatus.DELIVERED
+    assert h.crashes == []
+
+
+async def test_a_job_that_keeps_crashing_the_worker_is_quarantined() -> None:
+    claims = FakeClaims()
+    claims.crash_claims = 100
+    async with DeliveryHarness(claims=claims) as h:
+        row = job_row()
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.crashes == ["worker"] * QUARANTINE_AFTER_CRASHES
+        assert h.sender.sent == []
+        f = h.store.finished_for(key(row))
+        assert f.new_status is DeliveryStatus.FAILED and f.error.startswith("quarantined")
+        assert [e["type"] for e in await h.events()] == [events.FAILED]
+        # The worker goes on with the next job.
+        claims.crash_claims = 0
+        other = job_row()
+        acked = await h.submit(other)
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.store.finished_for(key(other)).new_status is DeliveryStatus.DELIVERED

@@ -1,0 +1,118 @@
+"""The decision after one attempt (notifi.outcome.decide), table by table: delivered, retried
+on the schedule (and Retry-After), exhausted, permanent; and the quarantine threshold."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import pytest
+
+from notifi import events
+from notifi.destinations.base import Outcome, SendResult
+from notifi.model import OPEN_STATUSES, DeliveryJob, DeliveryStatus
+from notifi.outcome import (
+    QUARANTINE_AFTER_CRASHES,
+    QUARANTINED,
+    Decision,
+    FailureReason,
+    crash_result,
+    decide,
+    should_quarantine,
+)
+from notifi.retry import RetryPolicy
+
+NOW = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)
+POLICY = RetryPolicy.of([1, 5, 30], jitter=0.2)  # 4 attempts in all
+
+
+def job(attempt: int) -> DeliveryJob:
+    return DeliveryJob(UUID(int=7), 0, attempt, NOW - timedelta(seconds=1))
+
+
+def at(seconds: float) -> datetime:
+    return NOW + timedelta(seconds=seconds)
+
+
+def retry_at(seconds: float) -> Decision:
+    return Decision(DeliveryStatus.DELIVERING, at(seconds))
+
+
+DELIVERED = Decision(DeliveryStatus.DELIVERED, None, events.SUCCEEDED)
+FAILED_PERMANENT = Decision(DeliveryStatus.FAILED, None, events.FAILED, FailureReason.PERMANENT)
+FAILED_EXHAUSTED = Decision(DeliveryStatus.FAILED, None, events.EXHAUSTED, FailureReason.EXHAUSTED)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "result", "rand", "expected"),
+    [
+        # delivered, whatever the attempt
+        (1, SendResult(Outcome.DELIVERED, 200), 0.5, DELIVERED),
+        (4, SendResult(Outcome.DELIVERED, 250), 0.5, DELIVERED),
+        # retried on the schedule; no event until it ends
+        (1, SendResult(Outcome.RETRY, 503), 0.5, retry_at(1)),
+        (2, SendResult(Outcome.RETRY, 503), 0.5, retry_at(5)),
+        (3, SendResult(Outcome.RETRY, None), 0.5, retry_at(30)),
+        # jitter at its extremes: +/- 20 %
+        (2, SendResult(Outcome.RETRY, 500), 0.0, retry_at(4)),
+        (2, SendResult(Outcome.RETRY, 500), 1.0, retry_at(6)),
+        # Retry-After pushes the next attempt out, never in
+        (1, SendResult(Outcome.RETRY, 429, retry_after_s=60), 0.5, retry_at(60)),
+        (2, SendResult(Outcome.RETRY, 429, retry_after_s=1), 0.5, retry_at(5)),
+        # the schedule runs out
+        (4, SendResult(Outcome.RETRY, 503), 0.5, FAILED_EXHAUSTED),
+        (9, SendResult(Outcome.RETRY, None, retry_after_s=1), 0.5, FAILED_EXHAUSTED),
+        # permanent at once, on any attempt
+        (1, SendResult(Outcome.PERMANENT, 404), 0.5, FAILED_PERMANENT),
+        (3, SendResult(Outcome.PERMANENT, 550), 0.5, FAILED_PERMANENT),
+        (1, crash_result(ValueError("boom")), 0.5, FAILED_PERMANENT),
+    ],
+)  # fmt: skip
+def test_decide(attempt: int, result: SendResult, rand: float, expected: Decision) -> None:
+    decision = decide(job(attempt), result, POLICY, NOW, rand=lambda: rand)
+    assert decision == expected
+    assert decision.retry is (expected.next_attempt_at is not None)
+
+
+def test_a_crash_names_the_error_type_but_not_its_text() -> None:
+    result = crash_result(ValueError("Authorization: Bearer sekrit"))
+    assert result.outcome is Outcome.PERMANENT
+    assert "ValueError" in result.error and "sekrit" not in result.error
+
+
+@pytest.mark.parametrize(
+    ("crashes", "quarantine"),
+    [
+        (0, False),
+        (QUARANTINE_AFTER_CRASHES - 1, False),
+        (QUARANTINE_AFTER_CRASHES, True),
+        (99, True),
+    ],
+)
+def test_quarantine_after_a_few_crashes(crashes: int, quarantine: bool) -> None:
+    assert should_quarantine(crashes) is quarantine
+
+
+def test_quarantine_fails_the_delivery_with_its_own_reason() -> None:
+    assert QUARANTINED.status is DeliveryStatus.FAILED and QUARANTINED.event == events.FAILED
+    assert QUARANTINED.failure is FailureReason.QUARANTINED
+
+
+@pytest.mark.parametrize(
+    ("status", "open_"),
+    [
+        (DeliveryStatus.PENDING, True),
+        (DeliveryStatus.SCHEDULED, True),
+        (DeliveryStatus.DELIVERING, True),
+        (DeliveryStatus.DELIVERED, False),
+        (DeliveryStatus.FAILED, False),
+        (DeliveryStatus.CANCELLED, False),
+    ],
+)
+def test_open_statuses(status: DeliveryStatus, open_: bool) -> None:
+    assert (status in OPEN_STATUSES) is open_
+
+
+def test_a_job_sent_back_later_keeps_its_attempt() -> None:
+    later = job(2).later(at(30))
+    assert later == DeliveryJob(UUID(int=7), 0, 2, at(30))
