@@ -142,12 +142,13 @@ class KafkaBus:
         self._producer = self._watcher = self._admin = None
 
     async def ping(self) -> bool:
-        if self._producer is None:
+        """The broker answers and has the bus's topics (a metadata request, not the cache)."""
+        if self._admin is None:
             return False
         try:
             async with asyncio.timeout(2):
-                await self._producer.partitions_for(self._topics[0])
-            return True
+                described = await self._admin.describe_topics(self._topics)
+            return all(t["error_code"] == 0 and t["partitions"] for t in described)
         except (KafkaError, TimeoutError):
             return False
 
