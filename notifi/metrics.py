@@ -101,6 +101,11 @@ dependency_outages = Counter(
     "Times a dependency (postgres, bus) went away under an actor, once per outage, by actor.",
     registry=REGISTRY,
 )
+retention_removed = Counter(
+    "notifi_retention_removed_total",
+    "Rows the retention sweep removed, by table.",
+    registry=REGISTRY,
+)
 actor_restarts = Counter(
     "notifi_actor_restarts_total",
     "Actor crashes followed by a restart, by actor.",
