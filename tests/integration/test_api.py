@@ -403,3 +403,113 @@ async def test_idempotency_under_concurrent_duplicates(client: TestClient, store
     assert len({nid for _, nid in results}) == 1
     assert await count(store) == 1
     assert await store.pool.fetchval("SELECT count(*) FROM deliveries") == 1
+
+
+import json  # noqa: E402  (the tests below were added later, with what they use)
+import re  # noqa: E402
+
+
+def _deep_list(levels: int) -> dict:
+    """data nested `levels` deep (data itself, then `levels - 1` arrays under "x"), as a
+    placeholder that `_encode` expands: client-side JSON encoders stop long before 1000."""
+    return {"x": f"@deep:{levels - 1}@"}
+
+
+def _encode(body: dict) -> bytes:
+    text = json.dumps(body)
+    for levels in {int(n) for n in re.findall(r'"@deep:(\d+)@"', text)}:
+        text = text.replace(f'"@deep:{levels}@"', "[" * levels + "]" * levels)
+    return text.encode()
+
+
+HOSTILE = [
+    ({"body": "b", "destinations": [HOOK], "data": _deep_list(1000)}, "/data"),
+    ({"body": "b", "destinations": [HOOK], "data": _deep_list(200)}, "/data"),
+    ({"body": "b", "destinations": [HOOK], "data": _deep_list(33)}, "/data"),
+    *(
+        (
+            {"body": "b", "destinations": [{**HOOK, "headers": {name: "x"}}]},
+            f"/destinations/0/headers/{name}",
+        )
+        for name in ["Transfer-Encoding", "Host", "Content-Length", "X Test", "webhook-id"]
+    ),
+    (
+        {"body": "b", "destinations": [{**HOOK, "headers": {"X-A": "a\r\nHost: evil"}}]},
+        "/destinations/0/headers/X-A",
+    ),
+    (
+        {"body": "b", "destinations": [{"type": "webhook", "url": "http://127.1:9/"}]},
+        "/destinations/0/url",
+    ),
+    (
+        {"body": "b", "destinations": [{"type": "webhook", "url": "http://2130706433/"}]},
+        "/destinations/0/url",
+    ),
+    (
+        {
+            "body": "b",
+            "destinations": [{"type": "email", "to": "a@b.co", "subject": "x\r\nBcc: v@b.co"}],
+        },
+        "/destinations/0/subject",
+    ),
+    (
+        {
+            "body": "b",
+            "destinations": [{"type": "email", "to": ["a@b.co", "c@d.co\r\nBcc: v@b.co"]}],
+        },
+        "/destinations/0/to/1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "pointer"), HOSTILE)
+async def test_hostile_input_is_422_with_a_pointer_and_writes_nothing(
+    client: TestClient, store: Store, body: dict, pointer: str
+) -> None:
+    json_type = {"Content-Type": "application/json"}
+    r = await client.post("/api/notifications", data=_encode(body), headers=json_type)
+    assert r.status == 422, await r.text()
+    assert r.content_type == "application/problem+json"
+    doc = await r.json()
+    # Data deeper than the decoder's own bound is refused while decoding, pointing deeper in.
+    assert doc["errors"][0]["pointer"].startswith(pointer), doc
+    assert await count(store) == 0
+    bulk = {"notifications": [{"body": "ok", "destinations": [HOOK]}, body]}
+    r = await client.post("/api/notifications/bulk", data=_encode(bulk), headers=json_type)
+    doc = await r.json()
+    if r.status == 422:  # refused as a whole by the decoder: nothing written
+        assert doc["errors"][0]["pointer"].startswith("/notifications/1" + pointer), doc
+        assert await count(store) == 0
+        return
+    assert r.status == 200, doc
+    assert [i["status"] for i in doc["items"]] == [202, 422]
+    assert doc["items"][1]["problem"]["errors"][0]["pointer"] == "/notifications/1" + pointer
+    assert await count(store) == 1  # only the ordinary item of the bulk request
+
+
+async def test_ordinary_headers_ips_titles_and_depth_still_accepted(client: TestClient) -> None:
+    hook = {
+        **HOOK,
+        "url": "http://[2001:db8::1]:8080/h",
+        "headers": {"Authorization": "Bearer abc", "X-Custom": "a\tb"},
+    }
+    mail = {"type": "email", "to": "a@b.co"}
+    for body in (
+        {"title": "Deploy\nall green", "body": "b", "destinations": [mail, hook]},
+        {"body": "b", "destinations": [{**HOOK, "url": "http://93.184.215.14/"}]},
+        {"body": "b", "destinations": [HOOK], "data": _deep_list(32)},
+    ):
+        r = await client.post(
+            "/api/notifications", data=_encode(body), headers={"Content-Type": "application/json"}
+        )
+        assert r.status == 202, await r.text()
+
+
+async def test_openapi_publishes_the_header_policy_and_data_limits(client: TestClient) -> None:
+    schemas = (await (await client.get("/api/openapi.json")).json())["components"]["schemas"]
+    headers = schemas["WebhookDestination"]["properties"]["headers"]
+    assert headers["propertyNames"]["pattern"].startswith("^[!#")
+    assert "Transfer-Encoding" in headers["description"]
+    assert "\\x0a" in headers["additionalProperties"]["pattern"]  # no LF in a value
+    data = schemas["NotificationRequest"]["properties"]["data"]["description"]
+    assert "32 levels" in data and "200 bytes" in data
