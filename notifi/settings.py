@@ -82,6 +82,8 @@ class Kafka:
     session_timeout_ms: int
     heartbeat_interval_ms: int
     fetch_max_records: int
+    static_membership: bool = True  # static group members when the process has an instance id
+    publish_timeout: float = 5.0  # seconds a publish may take before BusError
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
