@@ -112,7 +112,11 @@ def openapi(validator: Validator) -> dict[str, Any]:
         },
     ]
     bad = _problem("The request is malformed, or a parameter is out of range.")
-    invalid = _problem("The body does not satisfy the schema; `errors` points at the field.")
+    invalid = _problem(
+        "The body does not satisfy the schema, or a rule a schema's description states (data's "
+        "size and depth, the header policy, canonical IP literals, no CR/LF in email fields); "
+        "`errors` points at the field."
+    )
     missing = _problem("No such notification (for this client).")
     return _with_auth(
         {

@@ -12,6 +12,19 @@ if TYPE_CHECKING:
     from notifi.api.limits import Limits
 
 
+def url() -> dict[str, Any]:
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 2048,
+        "format": "uri",
+        "description": "http or https, without credentials, spaces or control characters. "
+        "An IP literal must be canonical (192.0.2.1, [2001:db8::1]): forms such as 127.1, "
+        "2130706433, 0177.0.0.1 or 0x7f.0.0.1 are refused. Private, loopback and link-local "
+        "addresses are refused at send time unless delivery.allowed_networks allows them.",
+    }
+
+
 def webhook_destination() -> dict[str, Any]:
     return {
         "type": "object",
@@ -21,7 +34,7 @@ def webhook_destination() -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {
             "type": {"const": "webhook"},
-            "url": {"type": "string", "minLength": 1, "maxLength": 2048, "format": "uri"},
+            "url": url(),
             "secret": {
                 "type": ["string", "null"],
                 "maxLength": 200,
@@ -87,7 +100,7 @@ def chat_destination(kind: str, title: str) -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {
             "type": {"const": kind},
-            "url": {"type": "string", "minLength": 1, "maxLength": 2048, "format": "uri"},
+            "url": url(),
         },
     }
 

@@ -25,6 +25,7 @@ from notifi.destinations.network import check_url
 from notifi.destinations.webhook import validate_secret
 from notifi.errors import InvalidRequest
 from notifi.model import NewNotification
+from notifi.settings import SettingsError
 
 MAX_SCHEDULE_AHEAD = timedelta(days=366)
 
@@ -262,3 +263,13 @@ class Validator:
                 if (error := address_error(address)) is not None:
                     raise InvalidRequest(f"to: {error}", pointer=f"{pointer}/to")
         return given
+
+
+def check_named_destinations(named: Mapping[str, Mapping[str, Any]]) -> None:
+    """The start-up check of the `[destinations.<name>]` settings, as a `SettingsError` that
+    names the setting (so the supervisor exits with its bad-settings code and one line, not a
+    traceback). The limits do not matter here: they bound requests, not destinations."""
+    try:
+        Validator(Limits(1, 1, 1, 1), named, 1)
+    except InvalidRequest as exc:
+        raise SettingsError(f"setting {exc.pointer}: {exc.detail}") from None

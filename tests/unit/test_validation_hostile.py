@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from notifi.api import headers
 from notifi.api.limits import Limits
-from notifi.api.validation import Validator, nested_deeper_than
+from notifi.api.validation import Validator, check_named_destinations, nested_deeper_than
 from notifi.destinations.network import check_url
 from notifi.errors import InvalidRequest
+from notifi.settings import SettingsError
 
 LIMITS = Limits(
     max_destinations=5, max_title_chars=200, max_body_chars=1000, max_data_bytes=1 << 20
@@ -372,3 +373,9 @@ def test_any_input_is_accepted_or_refused_with_a_pointer(
             assert all(headers.is_single_line(a) for a in [*to, d.get("subject", "")])
         if "url" in d:
             assert check_url(d["url"]) is None
+
+
+def test_named_destinations_check_names_the_setting() -> None:
+    check_named_destinations({"ops": webhook(headers={"Authorization": "Bearer x"})})
+    with pytest.raises(SettingsError, match=r"setting destinations\.ops/headers/Host: "):
+        check_named_destinations({"ops": webhook(headers={"Host": "evil"})})
