@@ -95,6 +95,29 @@ class Conflict(Problem):
     slug = "idempotency-conflict"
 
 
+class RequestTimeout(Problem):
+    """The request did not arrive in time; the connection is closed."""
+
+    status = 408
+    title = "Request timeout"
+    slug = "request-timeout"
+
+
+class BadHttpRequest(Problem):
+    """The request is not valid HTTP/1.1."""
+
+    title = "Bad HTTP request"
+    slug = "bad-http-request"
+
+
+class InternalError(Problem):
+    """An unexpected error occurred; it has been logged."""
+
+    status = 500
+    title = "Internal error"
+    slug = "internal-error"
+
+
 class PayloadTooLarge(Problem):
     """The request body is larger than the API accepts."""
 

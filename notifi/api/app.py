@@ -1,4 +1,14 @@
-"""The REST API's aiohttp application: routes, problem documents, limits and paging."""
+"""The REST API's aiohttp application: routes, problem documents, limits and paging.
+
+Reading a body is guarded (`read_json_body`): a `Content-Length` over the limit is answered 413
+before a byte of the body is read (aiohttp's own `client_max_size` is checked only while
+reading, after that many bytes have arrived, and it ignores the declared length); the body
+must arrive within `body_timeout_s` (else 408, connection closed); a `Content-Encoding` other
+than identity, gzip or deflate is 415, one that does not decode is 400; JSON that does not
+decode is 400, or 422 when it nests deeper than orjson's `MAX_BODY_NESTING` levels. The
+webhook secrets and header values of a decoded body are declared to the log redaction
+(`notifi.logs.hide`).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +26,9 @@ from uuid import UUID
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 
-from notifi import metrics
+from notifi import logs, metrics
 from notifi.api import resources
 from notifi.api.health import add_health_routes
 from notifi.api.openapi import openapi
@@ -26,12 +37,15 @@ from notifi.api.validation import Validator
 from notifi.auth import Authenticator, Client, Forbidden, NoAuth
 from notifi.errors import (
     Conflict,
+    InternalError,
     InvalidParameter,
+    InvalidRequest,
     MalformedRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     Problem,
+    RequestTimeout,
     TooManyRequests,
     UnsupportedMediaType,
 )
@@ -43,6 +57,15 @@ log = structlog.get_logger(__name__)
 
 MAX_OFFSET = 100_000  # deeper pages are slow by nature; a cursor is the way there
 MAX_IDEMPOTENCY_KEY = 255
+# orjson refuses to decode deeper nesting; shallower but still too deep `data` is validation's
+# (api.max_data_depth), with a pointer.
+MAX_BODY_NESTING = 1024
+# What aiohttp decodes (auto_decompress); anything else would reach us still encoded.
+BODY_ENCODINGS = frozenset(
+    {"identity", "gzip", "deflate"}
+    | ({"br"} if HAS_BROTLI else set())
+    | ({"zstd"} if HAS_ZSTD else set())
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +79,7 @@ class ApiContext:
     auth: Authenticator = field(default_factory=NoAuth)
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
     max_body_bytes: int = 262_144  # a single notification; bulk bodies may be larger
+    body_timeout_s: float = 30.0  # a body must arrive within this (api.body_timeout)
     metric_clients: frozenset[str] = frozenset({"anonymous"})  # bounded label values
 
     def client_label(self, client: Client) -> str:
@@ -63,6 +87,7 @@ class ApiContext:
 
 
 CONTEXT = web.AppKey("context", ApiContext)
+BULK_BODY_BYTES = web.AppKey("bulk_body_bytes", int)
 CLIENT = web.RequestKey("client", Client)
 PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/api/openapi.json"})
 
@@ -74,12 +99,15 @@ def json_response(body: Any, status: int = 200, **kwargs: Any) -> web.Response:
 
 
 def problem_response(problem: Problem) -> web.Response:
-    return web.Response(
+    response = web.Response(
         body=orjson.dumps(problem.document()),
         status=problem.status,
         content_type="application/problem+json",
         headers=problem.headers,
     )
+    if problem.status in (408, 413):  # the rest of the body is not worth waiting for
+        response.force_close()
+    return response
 
 
 @web.middleware
@@ -123,10 +151,9 @@ async def problems(request: web.Request, handler: Callable) -> web.StreamRespons
         problem.status = exc.status
         response = problem_response(problem)
     except Exception:
+        # Rendered plainly and redacted (notifi.logs): no locals, no body, bounded.
         log.exception("api_request_failed", route=name, method=request.method)
-        problem = Problem("An unexpected error occurred; it has been logged.")
-        problem.status, problem.title, problem.slug = 500, "Internal error", "internal-error"
-        response = problem_response(problem)
+        response = problem_response(InternalError())
     labels = {"route": name, "method": request.method, "status": str(response.status)}
     client = request.get(CLIENT)
     labels["client_id"] = request.app[CONTEXT].client_label(client) if client else "none"
@@ -146,16 +173,79 @@ def _notification_id(request: web.Request) -> UUID:
         raise NotFound("No notification has this id (ids are UUIDs).", pointer="id") from None
 
 
+async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The (decoded) body, at most `max_bytes` of it, arrived within `timeout_s`."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
+    if encoding not in BODY_ENCODINGS:
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding[:40]!r} is not supported; "
+            f"send one of {', '.join(sorted(BODY_ENCODINGS))}.",
+            pointer="Content-Encoding",
+        )
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)  # decoded bytes, so a small zip bomb stops here too
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"The body did not arrive within {timeout_s:g} seconds.") from None
+    except web.RequestPayloadError:
+        # aiohttp's payload errors: a body that does not decode as its Content-Encoding, or
+        # broken chunked framing.
+        detail = "The body could not be read"
+        if encoding != "identity":
+            detail += f" as Content-Encoding {encoding}"
+        raise MalformedRequest(f"{detail}.", pointer="Content-Encoding") from None
+    return b"".join(chunks)
+
+
+def decode_json(raw: bytes) -> Any:
+    """JSON from a request body, or a problem: nothing that fails here reaches a 500."""
+    too_deep = f"The body nests deeper than {MAX_BODY_NESTING} levels."
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc) or "recursion" in str(exc):
+            raise InvalidRequest(too_deep, pointer="") from None
+        raise MalformedRequest(f"The request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest(too_deep, pointer="") from None
+    return body
+
+
+def _hide_destination_secrets(body: Any) -> None:
+    """Declares the webhook secrets and header values of a body secret to the logs."""
+    items = body.get("notifications") if isinstance(body, dict) else None
+    notifications = items if isinstance(items, list) else [body]
+    values: list[str] = []
+    for notification in notifications:
+        destinations = notification.get("destinations") if isinstance(notification, dict) else None
+        for destination in destinations if isinstance(destinations, list) else ():
+            if not isinstance(destination, dict):
+                continue
+            for key, value in destination.items():
+                if key == "headers" and isinstance(value, dict):
+                    values += (v for v in value.values() if isinstance(v, str))
+                elif isinstance(value, str) and logs.SECRET_KEY.search(key):
+                    values.append(value)
+    logs.hide(values)
+
+
 async def _json_body(request: web.Request, max_bytes: int | None = None) -> Any:
     if request.content_type != "application/json" and not request.content_type.endswith("+json"):
         raise UnsupportedMediaType(pointer="Content-Type")
-    raw = await request.read()
-    if max_bytes is not None and len(raw) > max_bytes:
-        raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedRequest(f"The request body is not valid JSON: {exc}") from None
+    limit = max_bytes if max_bytes is not None else request.app[BULK_BODY_BYTES]
+    raw = await read_body(request, limit, request.app[CONTEXT].body_timeout_s)
+    body = decode_json(raw)
+    _hide_destination_secrets(body)
+    return body
 
 
 def _idempotency_key(request: web.Request) -> str | None:
@@ -365,6 +455,7 @@ OPENAPI = web.AppKey("openapi", dict)
 def build_app(ctx: ApiContext, max_bulk_body_bytes: int = 4 << 20) -> web.Application:
     app = web.Application(middlewares=[problems, authenticate], client_max_size=max_bulk_body_bytes)
     app[CONTEXT] = ctx
+    app[BULK_BODY_BYTES] = max_bulk_body_bytes
     app[OPENAPI] = openapi(ctx.validator)
     app.router.add_post("/api/notifications", create_notification)
     app.router.add_post("/api/notifications/bulk", create_bulk)
