@@ -44,6 +44,7 @@ class Timing:
     `tail_s` after the fault ends; then up to `settle_s` for stragglers."""
 
     rate_per_s: float = 120.0
+    ahead_s: tuple[float, float] = (2.0, 5.0)  # how far ahead the scheduled half is due
     fault_at_s: float = 20.0
     tail_s: float = 20.0
     settle_s: float = 60.0  # after the last POST, at most
@@ -264,7 +265,7 @@ async def run_scenario(
     try:
         await fresh_state(services, database)
         await cluster.start()
-        load = Load(cluster.api_url, receiver, tag, timing.rate_per_s)
+        load = Load(cluster.api_url, receiver, tag, timing.rate_per_s, timing.ahead_s)
         stop = asyncio.Event()
         load_task = asyncio.create_task(load.run(stop))
         load_start = time.time()
@@ -422,7 +423,8 @@ async def main(argv: list[str]) -> int:
         f" --instance-id: {'passed' if takes_instance_id() else 'not supported, not passed'}"
     )
     print(
-        f"load {timing.rate_per_s:.0f} POST/s (half immediate, half 2-5 s ahead); fault"
+        f"load {timing.rate_per_s:.0f} POST/s (half immediate, half"
+        f" {timing.ahead_s[0]:.0f}-{timing.ahead_s[1]:.0f} s ahead); fault"
         f" {timing.fault_at_s:.0f} s in; load {timing.tail_s:.0f} s past the fault; settle"
         f" <= {timing.settle_s:.0f} s" + (f"; overrides {extra_env}" if extra_env else "")
     )

@@ -90,12 +90,14 @@ class ChaosReceiver:
 @dataclass
 class Load:
     """`rate_per_s` POSTs a second, paced by the clock (not by answers, so a stalled API does
-    not slow the offered load); odd ones scheduled 2-5 s ahead, even ones immediate."""
+    not slow the offered load); even ones immediate, odd ones scheduled `ahead_s` ahead
+    (spread evenly over that range)."""
 
     api_url: str
     receiver: ChaosReceiver
     prefix: str
     rate_per_s: float
+    ahead_s: tuple[float, float] = (2.0, 5.0)
     timeout_s: float = 10.0
     max_in_flight: int = 1024
     posts: list[Post] = field(default_factory=list)
@@ -128,7 +130,9 @@ class Load:
 
     async def _post(self, http: aiohttp.ClientSession, i: int) -> None:
         now = datetime.now(UTC)
-        scheduled = now + timedelta(seconds=2 + (i // 2) % 4) if i % 2 else None
+        lo, hi = self.ahead_s
+        ahead_s = lo + (hi - lo) * ((i // 2) % 4) / 3
+        scheduled = now + timedelta(seconds=ahead_s) if i % 2 else None
         post = Post(
             marker=f"{self.prefix}-{i}",
             path=f"d{i % DESTINATIONS}",
