@@ -113,7 +113,14 @@ class TokenAuth:
 
 class CloudflareAuth:
     """Verifies the Access JWT: RS256 against the team's JWKS (cached, refetched on an unknown
-    kid), `aud`, `iss` and expiry; the client id is the service token's `common_name`."""
+    kid), `aud`, `iss` and expiry; the client id is the service token's `common_name`.
+
+    Only service tokens identify a client. A user's token (an identity-provider login: no
+    `common_name`, an `email` and a `sub`) is refused with 403, never mapped to a client id:
+    otherwise a user whose `sub` or `email` equals a configured client id (`root`, say) would
+    act as that client. Refusing rather than namespacing (`user:<email>`) keeps one kind of
+    caller, machines, and leaves no id space to keep apart.
+    """
 
     def __init__(
         self,
@@ -172,8 +179,12 @@ class CloudflareAuth:
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"The Access token is not valid: {exc}.") from None
-        cid = claims.get("common_name") or claims.get("email") or claims.get("sub")
-        if not cid:
+        cid = claims.get("common_name")
+        if not isinstance(cid, str) or not cid:
+            if claims.get("email") or claims.get("sub"):
+                raise Forbidden(
+                    "This Access token identifies a user; this API accepts only service tokens."
+                )
             raise Unauthorized("The Access token names no client.")
         return self._known.get(cid, Client(cid))
 

@@ -184,7 +184,7 @@ async def jwks() -> AsyncIterator[tuple[str, rsa.RSAPrivateKey, dict]]:
     await runner.cleanup()
 
 
-def token(key, *, kid="k1", aud=AUD, iss=TEAM, exp_in=300, cn="alpha", alg="RS256") -> str:
+def token(key, *, kid="k1", aud=AUD, iss=TEAM, exp_in=300, cn="alpha", alg="RS256", **more) -> str:
     now = int(time.time())
     claims = {
         "aud": [aud],
@@ -194,6 +194,9 @@ def token(key, *, kid="k1", aud=AUD, iss=TEAM, exp_in=300, cn="alpha", alg="RS25
         "common_name": cn,
         "type": "app",
     }
+    if cn is None:
+        del claims["common_name"]
+    claims.update(more)
     return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
 
 
@@ -249,3 +252,52 @@ async def test_cloudflare_mode(make_client, jwks) -> None:
 async def test_none_mode_is_anonymous(make_client) -> None:
     c = await make_client(NoAuth())
     assert (await c.get("/api/notifications")).status == 200
+
+
+async def test_cloudflare_user_tokens_never_act_as_a_client(make_client, jwks, store) -> None:
+    """A validly signed user token (no common_name) is refused, whatever its sub or email: a
+    user whose sub is "root" must never act as the configured admin client root."""
+    url, key, _ = jwks
+    session = aiohttp.ClientSession()
+    settings = Auth(
+        mode="cloudflare",
+        clients=[{"id": "root", "admin": True}],
+        team_domain=TEAM,
+        audience=AUD,
+        jwks_url=url,
+    )
+    c = await make_client(CloudflareAuth(settings, session, refresh_min_s=0))
+    try:
+        r = await c.post(
+            "/api/notifications",
+            json={"body": "b", "destinations": [HOOK]},
+            headers={"Cf-Access-Jwt-Assertion": token(key, cn="alpha")},
+        )
+        assert r.status == 202
+        for claims in (
+            {"sub": "root"},
+            {"email": "root"},
+            {"sub": "root", "email": "root@example.com"},
+            {"sub": "root", "common_name": ""},
+        ):
+            header = {"Cf-Access-Jwt-Assertion": token(key, cn=None, type="org", **claims)}
+            for method, path in (
+                ("GET", "/api/notifications"),
+                ("POST", "/api/notifications"),
+            ):
+                r = await c.request(method, path, headers=header, json={"body": "b"})
+                assert r.status == 403, (claims, method, await r.text())
+                assert r.content_type == "application/problem+json"
+        # A token naming no one at all is 401, as before.
+        assert (
+            await c.get(
+                "/api/notifications", headers={"Cf-Access-Jwt-Assertion": token(key, cn=None)}
+            )
+        ).status == 401
+        # The service token "root" still is the admin.
+        r = await c.get(
+            "/api/notifications", headers={"Cf-Access-Jwt-Assertion": token(key, cn="root")}
+        )
+        assert r.status == 200 and len((await r.json())["items"]) == 1
+    finally:
+        await session.close()
