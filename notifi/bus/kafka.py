@@ -102,16 +102,7 @@ class KafkaBus:
         )
         await self._admin.start()
         await self._create_topics(self._topics)
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._servers,
-            client_id=self._client_id,
-            acks="all",
-            enable_idempotence=self._idempotence,
-            linger_ms=self._linger_ms,
-            request_timeout_ms=self._request_ms,
-            metadata_max_age_ms=self._metadata_max_age_ms,
-        )
-        await self._producer.start()
+        self._producer = await self._new_producer()
         self._watcher = AIOKafkaConsumer(
             bootstrap_servers=self._servers,
             client_id=f"{self._client_id}-watcher",
@@ -123,6 +114,28 @@ class KafkaBus:
         with contextlib.suppress(KafkaError, TimeoutError):
             await self._look()  # the baseline of end offsets
         self._watch_task = asyncio.create_task(self._watch(), name="kafka-bus-watch")
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._servers,
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=self._idempotence,
+            linger_ms=self._linger_ms,
+            request_timeout_ms=self._request_ms,
+            metadata_max_age_ms=self._metadata_max_age_ms,
+        )
+        await producer.start()
+        return producer
+
+    async def _renew_producer(self) -> None:
+        """An idempotent producer's id and sequence numbers mean nothing to a broker that lost
+        its state (it answers UnknownProducerId / OutOfOrderSequence): start a fresh one."""
+        old, self._producer = self._producer, await self._new_producer()
+        if old is not None:
+            with contextlib.suppress(KafkaError):
+                await old.stop()
+        log.info("producer_renewed_after_reset")
 
     async def stop(self) -> None:
         if self._watch_task is not None:
@@ -159,23 +172,23 @@ class KafkaBus:
             raise BusError("the bus is not started")
         try:
             async with asyncio.timeout(self._publish_timeout_s):
-                await self._publish_with_retries(self._producer, topic, list(messages))
+                await self._publish_with_retries(topic, list(messages))
         except TimeoutError:
             raise BusError(
                 f"publish to {topic} not acknowledged within {self._publish_timeout_s}s"
             ) from None
 
     async def _publish_with_retries(
-        self,
-        producer: AIOKafkaProducer,
-        topic: str,
-        pending: list[tuple[bytes | None, bytes]],
+        self, topic: str, pending: list[tuple[bytes | None, bytes]]
     ) -> None:
         """Sends until every message is acknowledged; the caller bounds the total time. Only
         the messages that failed are sent again (a retry may still repeat one whose ack was
         lost: the bus is at-least-once, and consumers tolerate repeats)."""
         attempt = 0
         while pending:
+            producer = self._producer  # renewed after a reset: take the current one each try
+            if producer is None:
+                raise BusError("the bus is stopped")
             # Queue every message first (the producer batches them), then wait for the acks.
             sent: list[tuple[tuple[bytes | None, bytes], asyncio.Future]] = []
             failure: KafkaError | None = None
@@ -287,6 +300,11 @@ class KafkaBus:
                 )
         if seen.lost_data:
             self._reset(seen)
+            if self._idempotence:
+                try:
+                    await self._renew_producer()
+                except KafkaError as exc:  # the old one goes on; publishes fail and retry
+                    log.warning("producer_renewal_failed", error=repr(exc))
 
     def _reset(self, seen: healing.Survey) -> None:
         self._resets += 1

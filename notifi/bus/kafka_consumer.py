@@ -141,6 +141,13 @@ class KafkaConsumer:
         }
         if len(mine) < len(offsets):
             log.info("commit_skipped_revoked", partitions=len(offsets) - len(mine))
+        for tp, offset in list(mine.items()):
+            end = self._consumer.highwater(tp)
+            if end is not None and offset > end:
+                # Work read before the broker lost its log: committing it would make a
+                # restarted member skip that far into the NEW log once it grows.
+                log.warning("commit_skipped_beyond_end", partition=tp.partition, end=end)
+                del mine[tp]
         if not mine:
             return
         try:

@@ -114,6 +114,26 @@ async def test_many_messages_arrive(bus: tuple[Bus, str]) -> None:
     assert sorted(int(r.value) for r in got) == list(range(2000))
 
 
+async def test_named_consumers_revoke_hooks_and_resets(bus: tuple[Bus, str]) -> None:
+    b, topic = bus
+    assert b.resets == 0  # a fresh broker has lost nothing
+
+    async def on_reset() -> None: ...
+
+    async def on_revoked(partitions: set[tuple[str, int]]) -> None: ...
+
+    b.on_reset(on_reset)
+    await b.publish(topic, [(b"k", b"v")])
+    consumer = b.consumer(topic, "g", instance_id="router-0")
+    consumer.on_revoked(on_revoked)
+    await consumer.start()
+    got = await drain(consumer, 1)
+    assert [r.value for r in got] == [b"v"]
+    assert (got[0].topic, got[0].partition) in consumer.assignment()
+    await consumer.stop()
+    assert b.resets == 0
+
+
 async def test_memory_bus_trims_and_pushes_back() -> None:
     b = MemoryBus(max_pending=5)
     c = b.consumer("t", "g")

@@ -230,6 +230,28 @@ async def test_a_broker_restarted_empty_is_healed_without_a_restart(
         await bus.stop()
 
 
+@pytest.mark.kafka
+async def test_every_process_counts_the_reset_even_when_another_re_created_the_topics(
+    broker: TansuBroker, topic: str
+) -> None:
+    quick = make_bus(broker.bootstrap, [topic], heal_interval_s=0.1)
+    slow = make_bus(broker.bootstrap, [topic], heal_interval_s=2.0)
+    await quick.start()
+    await slow.start()
+    try:
+        await quick.publish(topic, [(str(i).encode(), b"v") for i in range(20)])
+        await asyncio.sleep(2.5)  # the slow one has seen the logs' ends
+        broker.restart()
+        # The quick one re-creates the topics; the slow one then finds them there but
+        # shorter than they were: a reset all the same.
+        await until(lambda: quick.resets >= 1 and slow.resets >= 1, 30, "both count a reset")
+        await asyncio.sleep(3)
+        assert (quick.resets, slow.resets) == (1, 1)  # once per loss, not once per look
+    finally:
+        await quick.stop()
+        await slow.stop()
+
+
 # -- (b) a static member killed and replaced --------------------------------------------------
 
 # The member that gets killed: its own process, so it dies the way a pod does (no LeaveGroup,
