@@ -178,6 +178,7 @@ class Cluster:
     roles: dict[str, RoleProcess] = field(default_factory=dict)
     exits: list[Exit] = field(default_factory=list)
     _watch: asyncio.Task | None = None
+    _readiness: set[asyncio.Task] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -228,10 +229,14 @@ class Cluster:
         if not p.alive:
             p.start()
             # Readiness is only recorded; the fault's end is when the process was started.
-            asyncio.get_running_loop().create_task(p.wait_ready(60))
+            task = asyncio.get_running_loop().create_task(p.wait_ready(60))
+            self._readiness.add(task)
+            task.add_done_callback(self._readiness.discard)
 
     async def stop(self, timeout_s: float) -> list[Exit]:
         """The scenario's end: SIGTERM to all at once, SIGKILL to any still there after."""
+        for task in list(self._readiness):
+            task.cancel()
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -242,6 +247,8 @@ class Cluster:
 
     def kill_all(self) -> None:
         """The last resort in a `finally`: nothing outlives the run."""
+        for task in list(self._readiness):
+            task.cancel()
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None

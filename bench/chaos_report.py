@@ -37,7 +37,7 @@ class Summary:
     extra_arrivals: int
     duplicates_same_webhook_id: int
     duplicates_in_flight: int  # same webhook-id, every re-send within 5 s of the fault's end
-    early: int  # arrivals before the notification's scheduled_at
+    early: int  # arrivals before the scheduled_at the client asked for
     unacked_arrivals: int  # arrivals of notifications whose POST got no 202
     recovery_s: float | None  # fault's end -> first arrival of work accepted after it began
     longest_silence_s: float | None
@@ -109,7 +109,13 @@ def summarize(
         and len({a.webhook_id for a in v}) == 1
         and all(fault.start <= a.at <= fault.end + IN_FLIGHT_WINDOW_S for a in v[1:])
     )
-    early = sum(1 for a in arrivals if a.scheduled_at is not None and a.at < a.scheduled_at)
+    # Early is judged against the time the client asked for; the body's copy only where the
+    # POST got no 202 (so its request is not matched to an id).
+    asked = {p.notification_id: p.scheduled_at for p in posts if p.accepted}
+    early = 0
+    for a in arrivals:
+        due = asked.get(a.notification_id, a.scheduled_at)
+        early += due is not None and a.at < due
 
     lateness, immediate = [], []
     for k, p in accepted.items():
