@@ -147,7 +147,8 @@ def check_url(url: str) -> str | None:
     try:
         parts = urlsplit(url)
         port = parts.port
-        connected = URL(url).host
+        # yarl maps a non-ASCII host (IDNA: full-width digits become ASCII) as aiohttp will.
+        connected = parts.hostname if (parts.hostname or "").isascii() else URL(url).host
     except ValueError as exc:
         return f"is not a valid URL ({exc})"
     if parts.scheme not in ("http", "https"):
