@@ -105,7 +105,10 @@ def problem_response(problem: Problem) -> web.Response:
         content_type="application/problem+json",
         headers=problem.headers,
     )
-    if problem.status in (408, 413):  # the rest of the body is not worth waiting for
+    # The rest of such a body is not worth waiting for, or cannot be read at all: aiohttp
+    # would drop the connection after the answer anyway, so say so rather than let a client
+    # reuse it.
+    if problem.status in (408, 413) or isinstance(problem, UnreadableBody):
         response.force_close()
     return response
 
@@ -173,6 +176,10 @@ def _notification_id(request: web.Request) -> UUID:
         raise NotFound("No notification has this id (ids are UUIDs).", pointer="id") from None
 
 
+class UnreadableBody(MalformedRequest):
+    """The body could not be read (bad Content-Encoding data or broken chunked framing)."""
+
+
 async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
     """The (decoded) body, at most `max_bytes` of it, arrived within `timeout_s`."""
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
@@ -202,7 +209,7 @@ async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> b
         detail = "The body could not be read"
         if encoding != "identity":
             detail += f" as Content-Encoding {encoding}"
-        raise MalformedRequest(f"{detail}.", pointer="Content-Encoding") from None
+        raise UnreadableBody(f"{detail}.", pointer="Content-Encoding") from None
     return b"".join(chunks)
 
 
