@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from notifi import metrics
+from notifi.errors import MethodNotAllowed, NotFound, Problem
 
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
 
@@ -34,7 +35,26 @@ def add_health_routes(app: web.Application, ready: Readiness) -> None:
     app.router.add_get("/metrics", exposition)
 
 
+@web.middleware
+async def problem_documents(request: web.Request, handler: Callable) -> web.StreamResponse:
+    """The metrics port's own errors (an unknown path, a wrong method) as problem documents;
+    the API has its fuller middleware in notifi.api.app."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = {404: NotFound, 405: MethodNotAllowed}.get(exc.status)
+        problem = kind() if kind else Problem(exc.reason)
+        problem.status = exc.status
+        return web.Response(
+            body=orjson.dumps(problem.document()),
+            status=problem.status,
+            content_type="application/problem+json",
+        )
+
+
 def health_app(ready: Readiness) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[problem_documents])
     add_health_routes(app, ready)
     return app

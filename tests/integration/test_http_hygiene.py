@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import io
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import orjson
 import pytest
+import structlog
+from aiohttp import web
 
 from actors.api import AcceptWriter, submit
 from actors.http import HttpServer
+from notifi import logs
 from notifi.api.app import ApiContext, build_app
 from notifi.api.health import health_app
 from notifi.api.limits import Limits
@@ -289,8 +294,69 @@ async def test_the_metrics_endpoint_is_guarded_too() -> None:
         assert (await read_reply(reader)).problem()["status"] == 400
         writer.close()
         reader, writer = await connect(server.bound_port)
+        writer.write(b"GET /nowhere HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert (await read_reply(reader)).problem()["status"] == 404
+        writer.close()
+        reader, writer = await connect(server.bound_port)
         writer.write(b"GET /readyz HTTP/1.1\r\nHost")
         assert (await read_reply(reader)).status == 408
         writer.close()
     finally:
         await server.on_stop()
+
+
+async def test_an_unexpected_error_is_a_quick_500_that_logs_no_secret(store: Store) -> None:
+    """A handler that fails deep in a recursion, with a secret in its locals and in the body it
+    read: a 500 problem document at once, and a log line without the secret or the locals."""
+    secret = "whsec_unexpected_0123456789abcdef"
+    stream = io.StringIO()
+    logs.configure("console", "info", stream=stream)
+
+    async def ready() -> dict[str, bool]:
+        return {"ok": True}
+
+    async def boom(request: web.Request) -> web.Response:
+        body = await request.read()  # noqa: F841  # the body, in a local
+
+        def dive(n: int, token: str) -> None:
+            dive(n + 1, token)
+
+        dive(0, secret)
+        raise AssertionError("unreachable")
+
+    ctx = ApiContext(
+        store=store,
+        validator=Validator(Limits(20, 200, 10_000, 100_000), {}, 1024),
+        submit=None,  # type: ignore[arg-type]  # never reached
+        ready=ready,
+        default_page_size=2,
+        max_page_size=5,
+    )
+
+    def make_app() -> web.Application:
+        app = build_app(ctx)
+        app.router.add_post("/boom", boom)
+        return app
+
+    server = HttpServer("api", make_app, "127.0.0.1", 0)
+    await server.on_start()
+    try:
+        assert server.bound_port is not None
+        reader, writer = await connect(server.bound_port)
+        started = time.monotonic()
+        body = orjson.dumps({"destinations": [{"secret": secret}]})
+        writer.write(post(body, path="/boom"))
+        reply = await read_reply(reader)
+        assert reply.status == 500 and reply.problem()["type"].endswith("/internal-error")
+        assert time.monotonic() - started < 5
+        writer.close()
+    finally:
+        await server.on_stop()
+        structlog.reset_defaults()
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if h.get_name() == "notifi"]:
+            root.removeHandler(handler)
+    text = stream.getvalue()
+    assert "api_request_failed" in text and "RecursionError" in text
+    assert secret not in text and secret[6:] not in text
+    assert len(text) < 20_000
