@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from notifi.api.validation import check_named_destinations
 from notifi.auth import check_settings as check_auth
 from notifi.partitions import Range
 from notifi.settings import Settings, SettingsError
@@ -36,6 +37,7 @@ def check(settings: Settings, plan: Plan) -> None:
     if "api" not in plan.roles:
         return
     check_auth(settings.auth)
+    check_named_destinations(settings.destinations)
     if settings.auth.mode == "none" and settings.api.host not in LOOPBACK_HOSTS:
         raise SettingsError(
             "auth.mode = none is allowed only while api.host is a loopback address "

@@ -173,3 +173,14 @@ def test_check_of_auth_applies_only_where_the_api_runs() -> None:
     check(load(FILE, env=env), plan("delivery"))  # no api here: nothing to authenticate
     with pytest.raises(SettingsError, match=r"auth\.clients"):
         check(load(FILE, env=env), plan("api"))
+
+
+def test_check_refuses_a_bad_named_destination_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "settings.toml"
+    bad.write_text(
+        FILE.read_text()
+        + '\n[destinations.ops]\ntype = "webhook"\nurl = "https://example.com/"\n'
+        + 'headers = { Host = "evil.example" }\n'
+    )
+    with pytest.raises(SettingsError, match=r"destinations\.ops/headers/Host"):
+        check(load(bad, env={}), plan())
