@@ -15,10 +15,13 @@ import asyncpg
 import pytest
 from uuid_utils.compat import uuid7
 
+from actors.sweeper import Sweeper
+from notifi import metrics
 from notifi.store import ID_MAX, ID_MIN, AcceptOutcome, Store
 from notifi.store.retention import Removed, RetentionPolicy, RetentionStore
 from notifi.store.sql import query
 from tests.support.factories import new_notification
+from tests.support.fakes import eventually, metric_value, running
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -262,3 +265,26 @@ async def test_a_step_is_an_index_range_scan_not_a_table_scan(store: Store) -> N
         n.get("Index Name") == "notifications_pkey" and n.get("Actual Rows", 0) <= 2000
         for n in nodes
     ), scans
+
+
+async def test_the_sweeper_actor_removes_and_counts_on_real_postgres(store: Store) -> None:
+    gone = [await finished(store, age_days=40, partition_key=k) for k in (3, 700)]
+    kept = await finished(store, age_days=40, partition_key=900)  # another replica's range
+    before = removed_attempts()
+    sweeper = Sweeper(
+        "sweeper",
+        RetentionStore(store.pool),
+        lo=0,
+        hi=799,
+        policy=POLICY,
+        interval_s=0.05,
+        batch=1,
+    )
+    async with running(sweeper) as task:
+        await eventually(lambda: removed_attempts() - before >= 2, timeout_s=30)
+        assert not task.done()
+    assert await present(store, [*gone, kept]) == {kept}
+
+
+def removed_attempts() -> float:
+    return metric_value(metrics.retention_removed, {"table": "delivery_attempts"})
