@@ -84,6 +84,7 @@ class Kafka:
     fetch_max_records: int
     static_membership: bool = True  # static group members when the process has an instance id
     publish_timeout: float = 5.0  # seconds a publish may take before BusError
+    fetch_max_wait_ms: int = 20  # longest a fetch waits for records
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -68,6 +68,7 @@ class KafkaBus:
         publish_timeout_s: float = 5.0,
         heal_interval_s: float = 1.0,
         metadata_max_age_ms: int = 5_000,
+        fetch_max_wait_ms: int = 20,
     ) -> None:
         _never_auto_create_topics()
         self._servers = bootstrap_servers
@@ -80,6 +81,7 @@ class KafkaBus:
         self._linger_ms, self._request_ms = linger_ms, request_timeout_ms
         self._publish_timeout_s, self._heal_interval_s = publish_timeout_s, heal_interval_s
         self._metadata_max_age_ms = metadata_max_age_ms
+        self._fetch_wait_ms = fetch_max_wait_ms
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._watcher: AIOKafkaConsumer | None = None  # group-less: reads end offsets only
@@ -240,6 +242,9 @@ class KafkaBus:
                 heartbeat_interval_ms=self._heartbeat_ms,
                 request_timeout_ms=max(self._request_ms, self._session_ms + 5_000),
                 metadata_max_age_ms=self._metadata_max_age_ms,
+                # Kafka answers a fetch as soon as a record is there (fetch.min.bytes = 1);
+                # tansu holds it for the whole wait, so a long wait is latency on every hop.
+                fetch_max_wait_ms=self._fetch_wait_ms,
             ),
             topic,
             group,
