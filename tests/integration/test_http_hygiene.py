@@ -189,6 +189,21 @@ async def test_content_length_over_the_limit_is_413_before_the_body(port: int) -
     writer.close()
 
 
+async def test_expect_100_continue_is_refused_at_once_when_too_large(port: int) -> None:
+    reader, writer = await connect(port)
+    writer.write(post(b"", "Content-Length: 100000000", "Expect: 100-continue"))
+    reply = await read_reply(reader)
+    assert reply.status == 413 and await closed(reader)
+    writer.close()
+    body = orjson.dumps({"body": "b", "destinations": [HOOK]})
+    reader, writer = await connect(port)
+    writer.write(post(b"", f"Content-Length: {len(body)}", "Expect: 100-continue"))
+    assert (await read_reply(reader)).status == 100
+    writer.write(body)
+    assert (await read_reply(reader)).status == 202
+    writer.close()
+
+
 async def test_a_chunked_body_over_the_limit_is_413(port: int) -> None:
     reader, writer = await connect(port)
     writer.write(
