@@ -142,6 +142,8 @@ async def test_dribbled_headers_meet_one_deadline_not_one_per_byte(port: int) ->
 
     async def dribble() -> None:
         for byte in b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Slow: " + b"a" * 200:
+            if writer.is_closing():
+                return
             writer.write(bytes([byte]))
             await asyncio.sleep(HEADER_TIMEOUT_S / 5)
 
