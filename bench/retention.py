@@ -19,9 +19,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from uuid import UUID
 
 import asyncpg
 
+from notifi.partitions import split
 from notifi.store import ID_MIN, Store
 from notifi.store.migrate import prepare_database
 from notifi.store.retention import TABLES, Removed, RetentionPolicy, RetentionStore
@@ -97,6 +99,28 @@ async def accept_loop(store: Store, rate: float, stop: asyncio.Event, out: Laten
         await asyncio.gather(*pending)
 
 
+class Sweep:
+    """One sweeper's walk over its partition range, on a pool of one connection (so the CPU of
+    its Postgres backend can be read)."""
+
+    def __init__(self, pool: asyncpg.Pool, pid: int, partitions: tuple[int, int]) -> None:
+        self.pool, self.pid, self.partitions = pool, pid, partitions
+        self.steps: list[float] = []
+        self.removed = Removed()
+
+    async def run(self, horizon: UUID, batch: int, policy: RetentionPolicy) -> None:
+        retention = RetentionStore(self.pool)
+        after = ID_MIN
+        while True:
+            started = time.perf_counter()
+            step = await retention.step(after, horizon, *self.partitions, batch, policy)
+            self.steps.append(time.perf_counter() - started)
+            self.removed += step.removed
+            if step.last_id is None or step.scanned < batch:
+                return
+            after = step.last_id
+
+
 def backend_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a Postgres backend (it runs on this machine)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -140,11 +164,7 @@ async def bench(dsn: str, args: argparse.Namespace) -> None:
     await conn.close()
 
     store = await Store.open(dsn, min_size=4, max_size=8)
-    sweep_pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
-    retention = RetentionStore(sweep_pool)
     policy = RetentionPolicy(delivered_s=30 * DAY, failed_s=90 * DAY)
-    pid = await sweep_pool.fetchval("SELECT pg_backend_pid()")
-
     before, during = Latencies(), Latencies()
     stop = asyncio.Event()
     load = asyncio.create_task(accept_loop(store, args.rate, stop, before))
@@ -152,35 +172,35 @@ async def bench(dsn: str, args: argparse.Namespace) -> None:
     stop.set()
     await load
 
+    # One sweeper per poller replica, each over its own slice of the partition keys.
+    sweepers = []
+    for partitions in split(0, 1023, args.sweepers):
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+        sweepers.append(Sweep(pool, await pool.fetchval("SELECT pg_backend_pid()"), partitions))
     stop = asyncio.Event()
     load = asyncio.create_task(accept_loop(store, args.rate, stop, during))
-    steps: list[float] = []
-    total = Removed()
     horizon = policy.horizon(datetime.now(UTC))
     assert horizon is not None
-    after = ID_MIN
-    cpu0, t0 = backend_cpu_s(pid), time.perf_counter()
-    while True:
-        s0 = time.perf_counter()
-        step = await retention.step(after, horizon, 0, 1023, args.batch, policy)
-        steps.append(time.perf_counter() - s0)
-        total += step.removed
-        if step.last_id is None or step.scanned < args.batch:
-            break
-        after = step.last_id
-    elapsed, cpu = time.perf_counter() - t0, backend_cpu_s(pid) - cpu0
+    cpu0, t0 = sum(backend_cpu_s(w.pid) for w in sweepers), time.perf_counter()
+    await asyncio.gather(*(w.run(horizon, args.batch, policy) for w in sweepers))
+    elapsed = time.perf_counter() - t0
+    cpu = sum(backend_cpu_s(w.pid) for w in sweepers) - cpu0
     stop.set()
     await load
     left = await store.pool.fetchval("SELECT count(*) FROM notifications WHERE client_id = 'bench'")
-    await sweep_pool.close()
+    for w in sweepers:
+        await w.pool.close()
     await store.close()
+    total = sum((w.removed for w in sweepers), Removed())
+    steps = [s for w in sweepers for s in w.steps]
 
     rows = sum(total.by_table().values())
     steps_ms = sorted(s * 1000 for s in steps)
     print(
-        f"sweep: batch {args.batch}, {len(steps)} steps, {elapsed:.2f} s wall, "
-        f"sweep backend CPU {cpu:.2f} s; step p50 {statistics.median(steps_ms):.0f} ms, "
-        f"max {steps_ms[-1]:.0f} ms; bench notifications left: {left}"
+        f"sweep: {args.sweepers} sweeper(s), batch {args.batch}, {len(steps)} steps, "
+        f"{elapsed:.2f} s wall, sweep backend CPU {cpu:.2f} s; "
+        f"step p50 {statistics.median(steps_ms):.0f} ms, max {steps_ms[-1]:.0f} ms; "
+        f"bench notifications left: {left}"
     )
     print("removed: " + ", ".join(f"{t} {n:,}" for t, n in total.by_table().items()))
     print(
@@ -203,7 +223,10 @@ async def bench(dsn: str, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument(
+        "--sweepers", type=int, default=1, help="poller replicas, each sweeping its own range"
+    )
     parser.add_argument(
         "--foreign-keys", action="store_true", help="put back the foreign keys 0003 drops"
     )

@@ -5,6 +5,11 @@ The sweep walks one partition range by id, oldest first, in bounded steps: each 
 short transaction over at most `batch` notifications (a range scan of the primary key), whose
 locks are taken with SKIP LOCKED and held only for that step, so accepts and API calls never
 wait on it. The SQL is `retention_sweep` in queries.sql, which says what "ended" means.
+
+Every sweep starts again from the oldest id, because what stayed last time (still open, or
+inside the longer failed window) may have become due since; the walk stops at the id of the
+shortest window, so it reads only what is older than that, plus what stays. Migration 0003
+explains why the child rows are removed explicitly rather than by foreign-key cascades.
 """
 
 from __future__ import annotations
