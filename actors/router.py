@@ -1,5 +1,6 @@
 """The router role: consumes `notification.accepted`, publishes what is due now as delivery
-jobs and writes the rest to the outbox; commits offsets only after that is durable.
+jobs and writes the rest to the outbox; its offsets are committed only after that is durable
+(the consuming actor, actors/consumer.py, does the fetching, committing and setting aside).
 
 While Postgres or the bus is away the router keeps the records it fetched and tries again with
 back-off; it never commits an offset for work that was not made durable, and a stop in the
@@ -14,11 +15,11 @@ from uuid import UUID
 
 import structlog
 
+from actors.consumer import ConsumingActor, Message
 from notifi import events, metrics
-from notifi.bus import Bus, Consumer, Record
+from notifi.bus import Bus, Record
 from notifi.model import DeliveryJob
-from notifi.outage import BUS_AWAY, POSTGRES_AWAY, Backoff, Outage, StopRequested
-from notifi.runtime import Actor
+from notifi.outage import BUS_AWAY, POSTGRES_AWAY, Backoff, Outage
 
 log = structlog.get_logger(__name__)
 
@@ -32,17 +33,11 @@ class RouteStore(Protocol):
         ...
 
 
-def next_offsets(records: Sequence[Record]) -> dict[tuple[str, int], int]:
-    """Per partition, the next offset to read after `records`."""
-    offsets: dict[tuple[str, int], int] = {}
-    for r in records:
-        tp = (r.topic, r.partition)
-        offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
-    return offsets
-
-
-class Router(Actor):
+class Router(ConsumingActor[UUID]):
     backoff = Backoff()  # between tries while Postgres or the bus is away
+    # Each batch's work is durable before the next fetch: commit it at once, so a killed
+    # router leaves as little as possible to read again.
+    commit_interval_s = 0.0
 
     def __init__(
         self,
@@ -56,37 +51,25 @@ class Router(Actor):
         horizon_s: float,
         fetch_max: int,
     ) -> None:
-        super().__init__(name)
-        self._bus, self._store = bus, store
-        self._source, self._group, self._target = source, group, target
-        self._horizon_s, self._fetch_max = horizon_s, fetch_max
-        self._consumer: Consumer | None = None
+        super().__init__(name, bus, topic=source, group=group, fetch_max=fetch_max)
+        self._store, self._target, self._horizon_s = store, target, horizon_s
 
     async def on_start(self) -> None:
-        self._consumer = self._bus.consumer(self._source, self._group)
-        await self._consumer.start()
-
-    async def run(self) -> None:
-        assert self._consumer is not None
+        # Made here, not in __init__: `backoff` may be set on the instance in between.
         self._postgres = Outage("postgres", self.name, POSTGRES_AWAY, self.backoff)
         self._bus_outage = Outage("bus", self.name, BUS_AWAY, self.backoff)
-        while not self.should_stop:
-            records = await self._consumer.fetch(self._fetch_max, timeout_s=0.2)
-            if not records:
-                continue
-            try:
-                await self._route(self._decode(records))
-            except StopRequested:
-                log.warning("router_stopped_uncommitted", actor=self.name, records=len(records))
-                return
-            await self._consumer.commit(next_offsets(records))
-            if (lag := await self._consumer.lag()) is not None:
-                metrics.consumer_lag.set({"group": self._group}, lag)
+        await super().on_start()
+
+    def decode(self, record: Record) -> UUID:
+        return events.read_accepted(record.value)
+
+    async def handle(self, messages: list[Message[UUID]]) -> None:
+        await self._route([m.value for m in messages])
+        for m in messages:
+            m.ack()
 
     async def _route(self, ids: list[UUID]) -> None:
         """Makes the routing of `ids` durable, waiting out Postgres or the bus being away."""
-        if not ids:
-            return
         route = partial(self._store.route, ids, self._horizon_s)
         jobs, scheduled = await self._postgres.call(route, self.sleep)
         if jobs:
@@ -96,22 +79,3 @@ class Router(Actor):
             await self._bus_outage.call(publish, self.sleep)
         metrics.routed.add({"route": "immediate"}, len(jobs))
         metrics.routed.add({"route": "scheduled"}, scheduled)
-
-    def _decode(self, records: Sequence[Record]) -> list[UUID]:
-        ids = []
-        for record in records:
-            try:
-                ids.append(events.read_accepted(record.value))
-            except events.BadEvent as exc:
-                log.error(
-                    "bad_event_skipped",
-                    actor=self.name,
-                    error=str(exc),
-                    topic=record.topic,
-                    offset=record.offset,
-                )
-        return ids
-
-    async def on_stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()

@@ -93,6 +93,16 @@ consumer_lag = Gauge(
     "Messages a consumer group member is behind on the partitions it owns, by group.",
     registry=REGISTRY,
 )
+consumer_set_aside = Counter(
+    "notifi_consumer_set_aside_total",
+    "Messages a consumer set aside (acked unhandled: undecodable or unhandled), by group, reason.",
+    registry=REGISTRY,
+)
+claims_taken_over = Counter(
+    "notifi_delivery_claims_taken_over_total",
+    "Claims taken over from a dead predecessor of the same instance (not waiting claim_ttl).",
+    registry=REGISTRY,
+)
 mailbox_depth = Gauge(
     "notifi_mailbox_depth", "Messages waiting in an actor's mailbox.", registry=REGISTRY
 )

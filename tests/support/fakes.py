@@ -23,7 +23,7 @@ from uuid import UUID
 import asyncpg
 
 from notifi.bus import BusError, MemoryBus
-from notifi.bus.base import Record, TopicPartition
+from notifi.bus.base import Record, RevokedHook, TopicPartition
 from notifi.bus.memory import MemoryConsumer
 from notifi.model import DeliveryJob, NewNotification
 from notifi.runtime import Actor, Stopped
@@ -260,8 +260,23 @@ class FakeStore:
 
 
 class _RecordingConsumer:
-    def __init__(self, inner: MemoryConsumer, bus: FakeBus) -> None:
+    """A memory-bus consumer that records commits and lets a test revoke its partition."""
+
+    def __init__(self, inner: MemoryConsumer, bus: FakeBus, instance_id: str | None) -> None:
         self._inner, self._bus = inner, bus
+        self.instance_id = instance_id
+        self._hooks: list[RevokedHook] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return self._inner.assignment()
+
+    def on_revoked(self, hook: RevokedHook) -> None:
+        self._hooks.append(hook)
+
+    async def revoke(self) -> None:
+        """Runs the revoke hooks as a rebalance would, for the one partition."""
+        for hook in self._hooks:
+            await hook(self.assignment())
 
     async def start(self) -> None:
         await self._inner.start()
@@ -287,6 +302,7 @@ class FakeBus(MemoryBus):
         super().__init__()
         self.published: dict[str, list[tuple[bytes | None, bytes]]] = {}
         self.commits: list[dict[TopicPartition, int]] = []
+        self.consumers: list[_RecordingConsumer] = []
         self.down: BaseException | None = None
         self._failures: list[BaseException] = []
 
@@ -311,8 +327,12 @@ class FakeBus(MemoryBus):
         await super().publish(topic, messages)
         self.published.setdefault(topic, []).extend(messages)
 
-    def consumer(self, topic: str, group: str) -> _RecordingConsumer:  # type: ignore[override]
-        return _RecordingConsumer(super().consumer(topic, group), self)
+    def consumer(  # type: ignore[override]
+        self, topic: str, group: str, *, instance_id: str | None = None
+    ) -> _RecordingConsumer:
+        consumer = _RecordingConsumer(super().consumer(topic, group), self, instance_id)
+        self.consumers.append(consumer)
+        return consumer
 
     def committed(self, topic: str) -> int:
         """The highest offset (next to read) committed on partition 0 of `topic`."""

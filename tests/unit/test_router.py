@@ -1,5 +1,5 @@
 """The router on fakes: immediate work is published, scheduled work goes to the outbox, bad
-events are skipped, and offsets are committed only once the work is durable, also while
+events are set aside, and offsets are committed only once the work is durable, also while
 Postgres or the bus is away."""
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ async def test_scheduled_work_goes_to_the_outbox(bus: FakeBus, store: FakeStore)
     assert metric_value(metrics.routed, {"route": "scheduled"}) == before + 2
 
 
-async def test_bad_events_are_skipped_and_committed(bus: FakeBus, store: FakeStore) -> None:
+async def test_bad_events_are_set_aside_and_committed(bus: FakeBus, store: FakeStore) -> None:
     n = new_notification()
     store.add(n)
     await bus.feed(SOURCE, [(None, b"not json"), (None, events.envelope("other", {}))])
@@ -95,7 +95,8 @@ async def test_bad_events_are_skipped_and_committed(bus: FakeBus, store: FakeSto
         async with running(make_router(bus, store)):
             await eventually(lambda: bus.committed(SOURCE) == 3)
     assert jobs_on(bus) == [(str(n.id), 0)]
-    assert [e["event"] for e in logs].count("bad_event_skipped") == 2
+    set_aside = [e for e in logs if e["event"] == "message_set_aside"]
+    assert [e["reason"] for e in set_aside] == ["undecodable", "undecodable"]
 
 
 async def test_postgres_away_holds_the_commit_until_the_work_is_durable(
@@ -160,17 +161,53 @@ async def test_a_stop_while_postgres_is_away_commits_nothing_and_work_is_read_ag
     assert jobs_on(bus) == [(str(n.id), 0)]
 
 
-async def test_a_bug_still_crashes_for_the_supervisor(bus: FakeBus, store: FakeStore) -> None:
-    """Only a dependency being away is ridden out; a bug stays loud for the supervisor."""
-    n = new_notification()
+async def test_a_bug_sets_the_message_aside_loudly_and_the_partition_moves_on(
+    bus: FakeBus, store: FakeStore
+) -> None:
+    """Only a dependency being away is ridden out; a message whose routing raises anything else
+    is set aside (logged with its error, counted, committed: the back-stop re-routes it from
+    Postgres), so one bad message cannot stall the partition or crash-loop the process."""
+    n, after = new_notification(), new_notification()
     store.add(n)
+    store.add(after)
+    labels = {"group": "g", "reason": "unhandled"}
+    before = metric_value(metrics.consumer_set_aside, labels)
     store.fail_next("route", asyncpg.UndefinedColumnError("column x does not exist"))
     await bus.feed(SOURCE, [events.accepted(n.id, 0)])
-    router = make_router(bus, store)
-    await router.on_start()
-    try:
-        with pytest.raises(asyncpg.UndefinedColumnError):
-            await router.run()
-    finally:
-        await router.on_stop()
-    assert bus.commits == []
+    with capture_logs() as logs:
+        async with running(make_router(bus, store)) as task:
+            await eventually(lambda: bus.committed(SOURCE) == 1)
+            await bus.feed(SOURCE, [events.accepted(after.id, 0)])
+            await eventually(lambda: bus.committed(SOURCE) == 2)
+            assert not task.done()
+    [aside] = [e for e in logs if e["event"] == "message_set_aside"]
+    assert aside["reason"] == "unhandled" and aside["error_type"] == "UndefinedColumnError"
+    assert aside["log_level"] == "error"
+    assert metric_value(metrics.consumer_set_aside, labels) == before + 1
+    assert jobs_on(bus) == [(str(after.id), 0)]
+    assert store.notifications[n.id].routed_at is None  # left for the back-stop
+
+
+async def test_a_bad_message_in_a_batch_does_not_take_its_neighbours_with_it(
+    bus: FakeBus, store: FakeStore
+) -> None:
+    good = [new_notification() for _ in range(3)]
+    for n in good:
+        store.add(n)
+    # The batch fails, then the first message alone fails again: only it is set aside.
+    store.fail_next("route", ValueError("batch"), ValueError("first alone"))
+    await bus.feed(SOURCE, [events.accepted(n.id, 0) for n in good])
+    with capture_logs() as logs:
+        async with running(make_router(bus, store)):
+            await eventually(lambda: bus.committed(SOURCE) == 3)
+    assert sorted(jobs_on(bus)) == sorted((str(n.id), 0) for n in good[1:])
+    assert [e["event"] for e in logs].count("message_set_aside") == 1
+    assert "batch_failed_trying_one_by_one" in [e["event"] for e in logs]
+
+
+async def test_the_router_joins_with_its_name_as_member_name(
+    bus: FakeBus, store: FakeStore
+) -> None:
+    async with running(make_router(bus, store, "router-3")):
+        pass
+    assert [c.instance_id for c in bus.consumers] == ["router-3"]
