@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 from uuid import UUID
@@ -17,13 +18,15 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from actors.consumer import ConsumingActor, Message
 from notifi import events, metrics, outcome
-from notifi.bus import Bus, BusError, Consumer
-from notifi.claims import Claim
+from notifi.bus import Bus, BusError
+from notifi.bus import Record as BusRecord
+from notifi.claims import Claim, job_token
 from notifi.destinations.base import Outcome, Sender, SendResult
 from notifi.hosts import BUSY_PATIENCE_S, HostGate
 from notifi.model import OPEN_STATUSES, DeliveryJob, DeliveryStatus, Notification
-from notifi.offsets import OffsetTracker
+from notifi.outage import POSTGRES_AWAY, Backoff, Outage
 from notifi.retry import RetryPolicy
 from notifi.runtime import Actor, Letter, Mailbox
 from notifi.store import Finished
@@ -95,9 +98,12 @@ def is_open(row: Mapping[str, Any] | None) -> bool:
     return row is not None and row["deleted_at"] is None and row["status"] in OPEN_STATUSES
 
 
-class DeliveryConsumer(Actor):
-    """Fetches jobs, loads what they need in one query per batch, hands them to the workers
-    (waiting when their mailbox is full), and commits offsets as jobs become durable."""
+class DeliveryConsumer(ConsumingActor[DeliveryJob]):
+    """Fetches jobs, loads what they need in one query per batch (waiting out Postgres being
+    away), hands them to the workers (waiting when their mailbox is full), and commits offsets
+    below the oldest job still in flight (actors/consumer.py)."""
+
+    backoff = Backoff()  # between tries while Postgres is away
 
     def __init__(
         self,
@@ -109,76 +115,49 @@ class DeliveryConsumer(Actor):
         topic: str,
         group: str,
         fetch_max: int,
+        instance_id: str,
         process_token: str,
         drain_timeout_s: float,
     ) -> None:
-        super().__init__(name)
-        self._bus, self._store, self._outbox = bus, store, outbox
-        self._topic, self._group, self._fetch_max = topic, group, fetch_max
-        self._process_token, self._drain_timeout_s = process_token, drain_timeout_s
-        self._consumer: Consumer | None = None
-        self._tracker = OffsetTracker()
+        super().__init__(
+            name,
+            bus,
+            topic=topic,
+            group=group,
+            fetch_max=fetch_max,
+            drain_timeout_s=drain_timeout_s,
+        )
+        self._store, self._outbox = store, outbox
+        self._instance_id, self._process_token = instance_id, process_token
 
     async def on_start(self) -> None:
-        self._consumer = self._bus.consumer(self._topic, self._group)
-        await self._consumer.start()
+        self._postgres = Outage("postgres", self.name, POSTGRES_AWAY, self.backoff)
+        await super().on_start()
 
-    async def run(self) -> None:
-        assert self._consumer is not None
-        last_commit = time.monotonic()
-        while not self.should_stop:
-            records = await self._consumer.fetch(self._fetch_max, timeout_s=0.1)
-            if records:
-                await self._dispatch(records)
-            if time.monotonic() - last_commit > 0.2:
-                await self._commit()
-                last_commit = time.monotonic()
-                if (lag := await self._consumer.lag()) is not None:
-                    metrics.consumer_lag.set({"group": self._group}, lag)
-        # Drain: stop fetching, let the workers finish what they hold, commit what they did.
-        deadline = time.monotonic() + self._drain_timeout_s
-        while self._tracker.in_flight() and time.monotonic() < deadline:
-            await self._commit()
-            await asyncio.sleep(0.05)
-        await self._commit()
+    def decode(self, record: BusRecord) -> DeliveryJob:
+        return events.read_delivery_due(record.value)
 
-    async def _commit(self) -> None:
-        assert self._consumer is not None
-        offsets = self._tracker.committable()
-        if offsets:
-            await self._consumer.commit(offsets)
-
-    async def _dispatch(self, records: list) -> None:
-        jobs = []
-        for record in records:
-            ack = self._tracker.track((record.topic, record.partition), record.offset)
-            try:
-                job = events.read_delivery_due(record.value)
-            except events.BadEvent as exc:
-                log.error(
-                    "bad_event_skipped",
-                    actor=self.name,
-                    error=str(exc),
-                    topic=record.topic,
-                    offset=record.offset,
-                )
-                ack()
-                continue
-            token = f"{self._process_token}:{record.topic}:{record.partition}:{record.offset}"
-            jobs.append((job, token, ack))
-        rows = await self._store.load_jobs([job.key for job, _, _ in jobs])
+    async def handle(self, messages: list[Message[DeliveryJob]]) -> None:
+        load = partial(self._store.load_jobs, [m.value.key for m in messages])
+        rows = await self._postgres.call(load, self.sleep)
         now = datetime.now(UTC)
-        for job, token, ack in jobs:
-            row = rows.get(job.key)
-            if not is_open(row):
-                ack()  # gone, deleted, or already finished: nothing to do
-                continue
-            assert row is not None
-            await self._outbox.put(Work(job, row, token, ack, now))
-
-    async def on_stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
+        # Decide every message before handing any over: nothing below may raise once a job
+        # is with the workers (the consuming actor would otherwise handle it again).
+        handed, finished = [], []
+        for m in messages:
+            row = rows.get(m.value.key)
+            if is_open(row):
+                handed.append((m, row))
+            else:
+                finished.append(m)  # gone, deleted, or already finished: nothing to do
+        for m in finished:
+            m.ack()
+        for m, row in handed:
+            r = m.record
+            token = job_token(
+                self._instance_id, self._process_token, r.topic, r.partition, r.offset
+            )
+            await self._outbox.put(Work(m.value, row, token, m.hand_over(), now))
 
 
 def destination_host(row: Mapping[str, Any]) -> str:
@@ -308,7 +287,10 @@ class DeliveryWorker(Actor):
         result = await self._send(work)
         decision = outcome.decide(job, result, self._policy, datetime.now(UTC))
         if decision.status is DeliveryStatus.DELIVERED:
-            await self._claims.mark_delivered(job.key)
+            # Durable first (Redis, or Postgres when Redis is away), before anything that can
+            # wait: a crash from here on cannot send it again. Shielded: a shutdown's
+            # cancellation must not cut the mark short.
+            await asyncio.shield(self._claims.mark_delivered(job.key))
         await self._finish(work, decision, result, started)
         return result.outcome is Outcome.RETRY
 

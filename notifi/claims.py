@@ -1,5 +1,13 @@
 """Delivery claims and delivered ids: Redis first (a `SET NX` lease, a TTL'd delivered mark),
-Postgres when Redis is unreachable, so a delivery is sent at most once under one fault."""
+Postgres when Redis is unreachable, so a delivery is sent at most once under one fault.
+
+A claim is held by a token that names one published job in one run of one process:
+`{instance_id}/{incarnation}:{topic}:{partition}:{offset}` (`job_token`). The instance id is
+stable per container (`--instance-id`), the incarnation new at every start. So a restarted
+process knows the claims its dead predecessor left (same instance, other incarnation) and takes
+them over at once instead of waiting `delivery.claim_ttl`: whatever the predecessor held was in
+flight when it died, and is sent again, with the same webhook-id. Instance ids must therefore
+be unique among running processes (static group membership on Kafka needs that too)."""
 
 from __future__ import annotations
 
@@ -12,18 +20,31 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from notifi import metrics
 from notifi.batching import Coalescer
+from notifi.outage import POSTGRES_AWAY
 from notifi.store import Store
 
 log = structlog.get_logger(__name__)
 
 Key = tuple[UUID, int]
 
-# KEYS: delivered mark, claim. ARGV: token, lease in ms. One round trip decides a job.
+# KEYS: delivered mark, claim. ARGV: token, lease in ms. One round trip decides a job; the
+# same decision as `decide` below (3: taken over from a dead predecessor of this instance).
 _CLAIM = """
+local function owner(token)
+  return string.match(token, '^(.*)/([^/]*):[^:]*:[^:]*:[^:]*$')
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[2]) == ARGV[1] then return 1 end
+local holder = redis.call('GET', KEYS[2])
+if holder == ARGV[1] then return 1 end
+local mine, my_run = owner(ARGV[1])
+local theirs, their_run = owner(holder)
+if mine and theirs == mine and their_run ~= my_run then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+  return 3
+end
 return 0
 """
 # KEYS: claim. ARGV: token. Only the holder releases its claim.
@@ -37,6 +58,40 @@ class Claim(IntEnum):
     BUSY = 0  # someone else holds it (in flight elsewhere, or a crashed holder's lease)
     CLAIMED = 1
     DELIVERED = 2  # already delivered: skip
+
+
+TAKEN_OVER = 3  # the claim script's answer for a claim taken from a dead predecessor
+
+
+def job_token(instance_id: str, incarnation: str, topic: str, partition: int, offset: int) -> str:
+    """The claim token of one published job in one run of one process."""
+    return f"{instance_id}/{incarnation}:{topic}:{partition}:{offset}"
+
+
+def token_owner(token: str) -> tuple[str, str] | None:
+    """(instance id, incarnation) of a `job_token`, or None for a token of another shape.
+    Topics hold no ':' and incarnations no '/', so any instance id parses back."""
+    parts = token.rsplit(":", 3)
+    if len(parts) != 4 or "/" not in parts[0]:
+        return None
+    instance_id, incarnation = parts[0].rsplit("/", 1)
+    return instance_id, incarnation
+
+
+def takes_over(holder: str, token: str) -> bool:
+    """Whether `token` may take a claim held by `holder`: the same instance in another run
+    (the holder's process died or was replaced; what it held was in flight)."""
+    mine, theirs = token_owner(token), token_owner(holder)
+    return mine is not None and theirs is not None and mine[0] == theirs[0] and mine != theirs
+
+
+def decide(holder: str | None, token: str, *, delivered: bool) -> Claim:
+    """The claim decision (the Redis script and the Postgres lease make the same one)."""
+    if delivered:
+        return Claim.DELIVERED
+    if holder is None or holder == token or takes_over(holder, token):
+        return Claim.CLAIMED
+    return Claim.BUSY
 
 
 class Claims:
@@ -74,7 +129,6 @@ class Claims:
         """Claims (key, token) pairs. The token names one published job in one process, so a
         job re-run after its actor crashed finds its own claim, and a second copy of it does not.
         """
-        keys = [key for key, _ in items]
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key, token in items:
@@ -83,20 +137,43 @@ class Claims:
                         args=[token, self._claim_ms],
                         client=pipe,
                     )
-                return [Claim(int(r)) for r in await pipe.execute()]
+                answers = [int(r) for r in await pipe.execute()]
         except (RedisError, OSError) as exc:
             self._redis_down(exc)
+            return await self._claim_in_postgres(items)
+        for (key, token), answer in zip(items, answers, strict=True):
+            if answer == TAKEN_OVER:
+                self._taken_over(key, token)
+        return [Claim.CLAIMED if a == TAKEN_OVER else Claim(a) for a in answers]
+
+    async def _claim_in_postgres(self, items: list[tuple[Key, str]]) -> list[Claim]:
+        keys = [key for key, _ in items]
         delivered = await self._store.delivered_in_postgres(keys)
+        # Two copies of one job in the same batch: only the first token may take the lease.
+        first: dict[Key, str] = {}
+        for key, token in items:
+            if key not in delivered:
+                first.setdefault(key, token)
         claimed = await self._store.claim_in_postgres(
-            [k for k in keys if k not in delivered], self._claim_ttl_s
+            list(first), self._claim_ttl_s, tokens=list(first.values())
         )
         return [
-            Claim.DELIVERED if k in delivered else Claim.CLAIMED if k in claimed else Claim.BUSY
-            for k in keys
+            Claim.DELIVERED
+            if k in delivered
+            else Claim.CLAIMED
+            if k in claimed and first[k] == t
+            else Claim.BUSY
+            for k, t in items
         ]
 
+    def _taken_over(self, key: Key, token: str) -> None:
+        log.info("claim_taken_over", notification_id=str(key[0]), position=key[1], token=token)
+        metrics.claims_taken_over.inc({})
+
     async def _mark_delivered_many(self, keys: list[Key]) -> list[bool]:
-        """Remembers delivered ids (before Postgres records them: it may be down right now)."""
+        """Remembers delivered ids, durably, before anything else happens to the job: in Redis,
+        or when Redis is away in Postgres (the delivery row itself). False only when both are
+        away (then the recorder writes it once Postgres is back)."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key in keys:
@@ -106,7 +183,12 @@ class Claims:
             return [True] * len(keys)
         except (RedisError, OSError) as exc:
             self._redis_down(exc)
+        try:
+            await self._store.mark_delivered_in_postgres(keys)
+        except POSTGRES_AWAY as exc:
+            log.warning("delivered_mark_not_durable", error=str(exc), count=len(keys))
             return [False] * len(keys)
+        return [True] * len(keys)
 
     async def release(self, items: Sequence[tuple[Key, str]]) -> None:
         """Gives up (key, token) claims after a failed attempt, so the retry can claim again."""

@@ -269,9 +269,21 @@ class Store:
         deleted = await self.deleted_among(ids)
         return [i in deleted for i in ids]
 
-    async def claim_in_postgres(self, keys: Sequence[Key], ttl_s: float) -> set[Key]:
-        rows = await self.pool.fetch(query("claim_in_postgres"), *_keys(keys), ttl_s)
+    async def claim_in_postgres(
+        self, keys: Sequence[Key], ttl_s: float, *, tokens: Sequence[str | None] | None = None
+    ) -> set[Key]:
+        """Leases on the delivery rows (the claim while Redis is away), each held by its job
+        token (notifi.claims); the keys claimed. At most one token per key."""
+        held_by = list(tokens) if tokens is not None else [None] * len(keys)
+        rows = await self.pool.fetch(query("claim_in_postgres"), *_keys(keys), held_by, ttl_s)
         return {(r[0], r[1]) for r in rows}
+
+    async def mark_delivered_in_postgres(self, keys: Sequence[Key]) -> None:
+        """Marks deliveries delivered at once (the delivered mark while Redis is away)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(query("mark_delivered_in_postgres"), *_keys(keys))
+            if rows:
+                await conn.execute(query("refresh_status"), list({r[0] for r in rows}))
 
     async def delivered_in_postgres(self, keys: Sequence[Key]) -> set[Key]:
         rows = await self.pool.fetch(query("delivered_in_postgres"), *_keys(keys))

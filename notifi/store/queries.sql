@@ -185,13 +185,22 @@ SELECT n.id AS notification_id, d.position, n.client_id, n.title, n.body, n.data
 SELECT id FROM notifications WHERE id = ANY ($1::uuid[]) AND deleted_at IS NOT NULL;
 
 -- name: claim_in_postgres --
--- The claim when Redis is down: a lease on the delivery row itself.
+-- The claim when Redis is down: a lease on the delivery row itself, held by a job token ($3;
+-- NULL: none). Taken when free, expired, already this token's, or left by a dead predecessor
+-- of the same instance: same `{instance_id}/` and another incarnation (notifi.claims). At most
+-- one token per key in a call.
 UPDATE deliveries d
-   SET claimed_until = now() + make_interval(secs => $3)
-  FROM unnest($1::uuid[], $2::smallint[]) AS k(notification_id, position)
+   SET claimed_until = now() + make_interval(secs => $4),
+       claimed_by = k.token
+  FROM unnest($1::uuid[], $2::smallint[], $3::text[]) AS k(notification_id, position, token)
  WHERE d.notification_id = k.notification_id AND d.position = k.position
    AND d.status IN ('pending', 'scheduled', 'delivering')
-   AND (d.claimed_until IS NULL OR d.claimed_until < now())
+   AND (d.claimed_until IS NULL OR d.claimed_until < now()
+        OR d.claimed_by = k.token
+        OR (substring(d.claimed_by FROM '^(.*)/[^/]*:[^:]*:[^:]*:[^:]*$')
+              = substring(k.token FROM '^(.*)/[^/]*:[^:]*:[^:]*:[^:]*$')
+            AND substring(d.claimed_by FROM '^(.*):[^:]*:[^:]*:[^:]*$')
+              <> substring(k.token FROM '^(.*):[^:]*:[^:]*:[^:]*$')))
 RETURNING d.notification_id, d.position;
 
 -- name: delivered_in_postgres --
@@ -200,10 +209,26 @@ SELECT notification_id, position
   JOIN deliveries d USING (notification_id, position)
  WHERE d.status = 'delivered';
 
+-- name: mark_delivered_in_postgres --
+-- The delivered mark when Redis is down, written before the worker moves on: the row says
+-- delivered at once (the recorder adds the attempt and its details later). Returns the
+-- notifications whose status must follow.
+UPDATE deliveries d
+   SET status = 'delivered',
+       delivered_at = now(),
+       claimed_until = NULL,
+       claimed_by = NULL,
+       updated_at = now()
+  FROM unnest($1::uuid[], $2::smallint[]) AS k(notification_id, position)
+ WHERE d.notification_id = k.notification_id AND d.position = k.position
+   AND d.status <> 'delivered'
+RETURNING d.notification_id;
+
 -- name: record_outcomes --
 -- One statement for a batch of finished attempts: the attempt log, the delivery rows, and the
--- outbox rows of retries. A delivered row is never downgraded; a cancelled one only upgraded
--- to delivered (the attempt began before the delete).
+-- outbox rows of retries. A delivered row is never downgraded (a delivered outcome still adds
+-- its details to a row the Redis-down fallback marked delivered first); a cancelled one only
+-- upgraded to delivered (the attempt began before the delete).
 WITH o AS (
     SELECT *
       FROM unnest($1::uuid[], $2::smallint[], $3::int[], $4::timestamptz[], $5::real[],
@@ -224,12 +249,15 @@ WITH o AS (
            last_error = CASE WHEN o.outcome IS NULL THEN d.last_error ELSE o.error END,
            last_status_code = coalesce(o.status_code, d.last_status_code),
            next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at),
-           delivered_at = CASE WHEN o.new_status = 'delivered' THEN now() END,
+           delivered_at = CASE WHEN o.new_status <> 'delivered' THEN NULL
+                               WHEN d.status = 'delivered' THEN d.delivered_at
+                               ELSE now() END,
            claimed_until = NULL,
+           claimed_by = NULL,
            updated_at = now()
       FROM o
      WHERE d.notification_id = o.notification_id AND d.position = o.position
-       AND d.status <> 'delivered'
+       AND (d.status <> 'delivered' OR o.new_status = 'delivered')
        AND (o.new_status = 'delivered' OR d.status NOT IN ('cancelled', 'failed'))
  RETURNING d.notification_id, d.position, d.status, d.next_attempt_at, o.attempt
 ), retries AS (

@@ -13,6 +13,7 @@ from actors.delivery import DeliveryConsumer, Work
 from notifi import events
 from notifi.bus import MemoryBus
 from notifi.model import DeliveryJob
+from notifi.outage import Backoff
 from notifi.runtime import Mailbox
 from tests.support.fake_delivery import FakeJobStore, job_row, wait_until
 
@@ -42,7 +43,7 @@ async def test_open_jobs_reach_the_workers_and_the_rest_are_acked() -> None:
     box: Mailbox[Work] = Mailbox("work", 100)
     consumer = DeliveryConsumer(
         "consumer", bus, store, box, topic=TOPIC, group=GROUP, fetch_max=100,
-        process_token="p1", drain_timeout_s=1,
+        instance_id="pod-0", process_token="p1", drain_timeout_s=1,
     )  # fmt: skip
     await consumer.on_start()
     await bus.publish(TOPIC, events.delivery_due(jobs))
@@ -51,13 +52,39 @@ async def test_open_jobs_reach_the_workers_and_the_rest_are_acked() -> None:
     await wait_until(lambda: box.qsize() == 2)
     handed = [box._items[i].item for i in range(2)]
     assert [w.job.key for w in handed] == [jobs[0].key, jobs[1].key]
-    assert handed[0].token == f"p1:{TOPIC}:0:0" and handed[0].row is rows["open"]
+    # The claim token names the instance and this run of it (notifi.claims.job_token).
+    assert handed[0].token == f"pod-0/p1:{TOPIC}:0:0" and handed[0].row is rows["open"]
     # The two held by workers keep the offset below them uncommitted.
     await asyncio.sleep(0.3)
     assert committed(bus) == 0
     for w in handed:
         w.ack()
     await wait_until(lambda: committed(bus) == 7, timeout_s=5)
+    consumer.request_stop()
+    await asyncio.wait_for(running, 5)
+    await consumer.on_stop()
+
+
+async def test_postgres_away_at_load_is_ridden_out_and_nothing_is_committed_meanwhile() -> None:
+    store, bus = FakeJobStore(), MemoryBus()
+    row = job_row()
+    store.add(row)
+    store.down_for = 4  # the next four loads fail as an unreachable Postgres does
+    box: Mailbox[Work] = Mailbox("work", 100)
+    consumer = DeliveryConsumer(
+        "consumer", bus, store, box, topic=TOPIC, group=GROUP, fetch_max=100,
+        instance_id="pod-0", process_token="p1", drain_timeout_s=1,
+    )  # fmt: skip
+    consumer.backoff = Backoff(initial_s=0.005, cap_s=0.02)
+    await consumer.on_start()
+    job = DeliveryJob(row["notification_id"], 0, 1, datetime.now(UTC))
+    await bus.publish(TOPIC, events.delivery_due([job]))
+    running = asyncio.create_task(consumer.run())
+    await wait_until(lambda: box.qsize() == 1)
+    assert store.calls.count("load_jobs") == 5 and not running.done()
+    assert committed(bus) == 0
+    box._items[0].item.ack()
+    await wait_until(lambda: committed(bus) == 1, timeout_s=5)
     consumer.request_stop()
     await asyncio.wait_for(running, 5)
     await consumer.on_stop()
