@@ -42,10 +42,34 @@ _LOCATION = {"Location": {"schema": {"type": "string"}, "description": "The noti
 
 _AUTH_ERRORS = {
     "401": _problem("Missing or bad credentials."),
-    "403": _problem("This client may not do this (a read-only client writing)."),
+    "403": _problem(
+        "This client may not do this (a read-only client writing), or a Cloudflare Access "
+        "user token was given: only service tokens (their common_name) identify clients."
+    ),
     "429": {
         **_problem("Over this client's request rate; see Retry-After."),
         "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+}
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}}}
+# What a submission may be answered besides its own outcomes: the body's framing and the
+# database being away (nothing was written; try again after Retry-After).
+_BODY_ERRORS = {
+    "408": _problem(
+        "The request's headers (api.header_timeout) or body (api.body_timeout) did not arrive "
+        "in time; the connection is closed."
+    ),
+    "413": _problem(
+        "Body too large: refused from Content-Length before it is read (also for "
+        "Expect: 100-continue), or when the decoded body passes the limit."
+    ),
+    "415": _problem(
+        "Body is not JSON, or its Content-Encoding is not identity, gzip or deflate "
+        "(an encoding that does not decode is a 400)."
+    ),
+    "503": {
+        **_problem("The database is unreachable; nothing was written."),
+        "headers": _RETRY_AFTER,
     },
 }
 _SECURITY_SCHEMES = {
@@ -151,8 +175,7 @@ def openapi(validator: Validator) -> dict[str, Any]:
                             "200": _json("Notification", "Idempotent replay.", _LOCATION),
                             "400": bad,
                             "409": _problem("Idempotency-Key reused with a different body."),
-                            "413": _problem("Body too large."),
-                            "415": _problem("Body is not JSON."),
+                            **_BODY_ERRORS,
                             "422": invalid,
                         },
                     },
@@ -181,8 +204,7 @@ def openapi(validator: Validator) -> dict[str, Any]:
                         "responses": {
                             "200": _json("BulkResult", "One result per item, in order."),
                             "400": bad,
-                            "413": _problem("Body too large."),
-                            "415": _problem("Body is not JSON."),
+                            **_BODY_ERRORS,
                             "422": invalid,
                         },
                     },
