@@ -8,8 +8,9 @@ intensity. A failed publish rolls the claimed rows back, so nothing is lost mean
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
@@ -117,9 +118,17 @@ class _PublishFailed(Exception):
 
 class Backstop(Actor):
     """Every interval: re-queue what nobody routed or whose job was lost, and forget
-    idempotency keys past their retention."""
+    idempotency keys past their retention.
+
+    With `bus_resets` (the bus's reset count, `Bus.resets`), it also knows when the broker lost
+    its data: then it re-queues at once, without waiting for the grace period, everything that
+    was accepted or due before the reset (plus `reset_lookahead_s`, for jobs a poller published
+    ahead of their due time) and is neither routed nor queued nor leased, sweep after sweep
+    until a sweep comes back short. Work in flight at that moment may be queued twice: the
+    delivery claims stop the second send."""
 
     backoff = Backoff()  # between tries while Postgres is away
+    reset_check_s = 0.25  # how often the reset count is looked at between sweeps
 
     def __init__(
         self,
@@ -132,29 +141,69 @@ class Backstop(Actor):
         grace_s: float,
         batch: int,
         idempotency_retention_s: float = 86_400.0,
+        bus_resets: Callable[[], int] | None = None,
+        reset_lookahead_s: float = 0.0,
     ) -> None:
         super().__init__(name)
         self._store = store
         self._lo, self._hi = lo, hi
         self._interval_s, self._grace_s, self._batch = interval_s, grace_s, batch
         self._retention_s = idempotency_retention_s
+        self._resets = bus_resets
+        self._lookahead_s = reset_lookahead_s
+        self._resets_seen = self._reset_count()  # when built: a reset after that is caught up
 
     async def run(self) -> None:
         postgres = Outage("postgres", self.name, POSTGRES_AWAY, self.backoff)
+        seen = self._resets_seen
+        catch_up_to: datetime | None = None  # after a reset: re-queue what is older than this
         wait_s = self._interval_s
         while not self.should_stop:
-            if await self.sleep(wait_s):
+            if await self._wait(wait_s, seen):
                 break
+            if (resets := self._reset_count()) != seen:
+                seen = resets
+                catch_up_to = datetime.now(UTC) + timedelta(seconds=self._lookahead_s)
+                log.warning(
+                    "backstop_catching_up_after_bus_reset",
+                    actor=self.name,
+                    resets=resets,
+                    why="the broker lost its data: open work is re-queued from Postgres now",
+                )
+            grace_s = self._grace_s
+            if catch_up_to is not None:
+                grace_s = (datetime.now(UTC) - catch_up_to).total_seconds()
             try:
-                await self._sweep()
+                full = await self._sweep(grace_s)
             except POSTGRES_AWAY as exc:
                 wait_s = postgres.failed(exc)  # sooner than the interval: catch up once back
                 continue
             postgres.recovered()
+            if full:
+                wait_s = 0.0  # a full batch means more is waiting: go again at once
+                continue
+            catch_up_to = None
             wait_s = self._interval_s
 
-    async def _sweep(self) -> None:
-        unrouted, stuck = await self._store.backstop(self._lo, self._hi, self._grace_s, self._batch)
+    def _reset_count(self) -> int:
+        return self._resets() if self._resets is not None else 0
+
+    async def _wait(self, seconds: float, resets_seen: int) -> bool:
+        """Sleeps `seconds`, waking early when the bus reports a reset; True on a stop."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self._reset_count() != resets_seen:
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self.should_stop
+            step = min(left, self.reset_check_s) if self._resets is not None else left
+            if await self.sleep(step):
+                return True
+
+    async def _sweep(self, grace_s: float) -> bool:
+        """One sweep; whether it hit the batch bound (more may be waiting)."""
+        unrouted, stuck = await self._store.backstop(self._lo, self._hi, grace_s, self._batch)
         if unrouted or stuck:
             log.warning("backstop_requeued", actor=self.name, unrouted=unrouted, stuck=stuck)
             metrics.backstop_requeued.add({"kind": "unrouted"}, unrouted)
@@ -162,3 +211,4 @@ class Backstop(Actor):
         await self._store.expire_idempotency_keys(
             self._lo, self._hi, self._retention_s, self._batch
         )
+        return unrouted >= self._batch or stuck >= self._batch

@@ -143,6 +143,7 @@ def _delivery(process: Process, probes: list[Probe]) -> list[ChildSpec]:
                 topic=topics.deliveries,
                 group=f"{s.kafka.topic_prefix}-delivery",
                 fetch_max=s.kafka.fetch_max_records,
+                instance_id=process.plan.instance_id,
                 process_token=process.token,
                 drain_timeout_s=timeout * 0.8,
             ),
@@ -183,6 +184,9 @@ def _poller(process: Process) -> list[ChildSpec]:
                 grace_s=s.poller.backstop_grace,
                 idempotency_retention_s=s.api.idempotency_retention,
                 batch=s.poller.batch,
+                # The broker lost its data: re-queue from Postgres at once, not after the grace.
+                bus_resets=lambda: bus.resets,
+                reset_lookahead_s=s.poller.interval,
             ),
         )
     )

@@ -29,7 +29,9 @@ class Process:
 
     def __init__(self, settings: Settings, plan: Plan) -> None:
         self.settings, self.plan = settings, plan
-        self.token = uuid.uuid4().hex[:12]  # tells this run's claims from a predecessor's
+        # The incarnation: new at every start, so this run's claims are told from those of a
+        # dead predecessor with the same instance id (which it may take over: notifi.claims).
+        self.token = uuid.uuid4().hex[:12]
         self.topics = topic_names(settings.kafka.topic_prefix)
         self._stack = AsyncExitStack()
         self.store: Store
@@ -61,6 +63,11 @@ class Process:
                 enable_idempotence=s.kafka.enable_idempotence,
                 session_timeout_ms=s.kafka.session_timeout_ms,
                 heartbeat_interval_ms=s.kafka.heartbeat_interval_ms,
+                # Consumers join as static members `{instance_id}-{actor name}`, so a restarted
+                # process takes its predecessor's partitions at once (KIP-345).
+                instance_id=self.plan.instance_id,
+                static_membership=s.kafka.static_membership,
+                publish_timeout_s=s.kafka.publish_timeout,
             )
         await self.bus.start()
         self._stack.push_async_callback(self.bus.stop)
