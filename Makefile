@@ -32,8 +32,9 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Issue 11's figures, embedded and split, as one table; `make bench ARGS=--quick` in under 2 min.
 bench: $(STAMP) services
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(ARGS)
 
 # Fault injection on private Postgres/Redis/broker processes; prints a table per scenario.
 chaos: $(STAMP) services

@@ -1,180 +1,231 @@
-"""`make bench`: runs `supervisor.py --roles all` on a database of its own and measures
-accepting, end-to-end delivery and scheduling against a webhook receiver on loopback, then
-prints a table. Load generators run in separate processes so the client is not the limit."""
+"""`make bench`: the figures of issue 11 for `supervisor.py --roles all` (embedded) and for the
+roles as separate processes over a private tansu broker (split), printed as one table with the
+machine it ran on.
+
+    python -m bench                 # full: ~1,000/s for 30 s, 5,000 spread, 10,000 at once ...
+    python -m bench --quick         # the same workloads, smaller: under 2 minutes
+    python -m bench --modes embedded --profile bench/results/profile.txt   # py-spy, steady phase
+
+The system's CPU is read from /proc for Notifi's processes, the Postgres backends of the
+bench's own database (plus Postgres's shared background processes, shown apart) and a private
+Redis; the load generators and the receiver run in processes of their own and are left out.
+Settings are `make run`'s defaults, with loopback destinations allowed.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import multiprocessing
+import math
 import os
+import platform
+import subprocess
 import sys
 import time
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from pathlib import Path
 
-import asyncpg
-import orjson
-from aiohttp import web
+import uvloop
 
-from bench.load import client
-from tests.support.process import NotifiProcess, free_port
+from bench.bench_phases import FULL, QUICK, Phases, Results
+from bench.bench_system import System
+from bench.bench_wrk import find_wrk
 
+ROOT = Path(__file__).resolve().parents[1]
 PG = os.environ.get("NOTIFI_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+SYSTEM_GROUPS = ("notifi", "postgres backends", "postgres shared", "redis")
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def machine() -> str:
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    load1, load5, _ = os.getloadavg()
+    return (
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit}"
+        f"{' (+local changes)' if dirty else ''}"
+        f", nproc {os.cpu_count()}, {model}, Python {platform.python_version()}"
+        f", load average at start {load1:.1f}/{load5:.1f}"
+    )
 
 
-class Receiver:
-    """Counts arrivals and their times, keyed by the body's marker."""
-
-    def __init__(self) -> None:
-        self.arrivals: dict[str, float] = {}
-        self.duplicates = 0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read())
-        key = body["body"]
-        if key in self.arrivals:
-            self.duplicates += 1
-        self.arrivals[key] = time.time()
-        return web.Response(status=204)
-
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
-        await site.start()
-        return f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+async def start_receiver() -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(  # noqa: ASYNC220 (started once, returns at once)
+        [sys.executable, "-m", "bench.bench_receiver"], cwd=ROOT, stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    port = int(await asyncio.to_thread(proc.stdout.readline))
+    return proc, f"http://127.0.0.1:{port}"
 
 
-def post_in_processes(
-    api: str,
-    hook: str,
-    count: int,
-    *,
-    processes: int = 2,
-    concurrency: int = 64,
-    rate: float | None = None,
-    scheduled_at: str | None = None,
-) -> tuple[list, float]:
-    per = count // processes
-    prefix = uuid.uuid4().hex[:6]
-    jobs = [
-        (
-            api,
-            hook,
-            f"{prefix}{p}",
-            per,
-            concurrency,
-            rate / processes if rate else None,
-            scheduled_at,
-        )
-        for p in range(processes)
-    ]
-    started = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        results = pool.map(client, jobs)
-    return [r for part in results for r in part], time.perf_counter() - started
-
-
-async def wait_arrivals(receiver: Receiver, markers: list[str], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if all(m in receiver.arrivals for m in markers):
-            return
-        await asyncio.sleep(0.05)
-
-
-async def main() -> None:
-    db = f"notifi_bench_{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    env = {
-        "NOTIFI_POSTGRES__DSN": f"{PG}/{db}",
-        "NOTIFI_POSTGRES__POOL_MAX": "20",
-        "NOTIFI_API__PORT": str(port),
-        "NOTIFI_DELIVERY__ALLOWED_NETWORKS": '["127.0.0.0/8"]',
-        "NOTIFI_DELIVERY__WORKERS": "256",
-        "NOTIFI_REDIS__KEY_PREFIX": f"bench-{db}",
-        "NOTIFI_LOG__LEVEL": "warning",
-    }
-    receiver = Receiver()
-    hook = await receiver.start()
-    proc = NotifiProcess(["--roles", "all"], env, ready_port=port).start()
-    api = f"http://127.0.0.1:{port}"
-    rows: list[tuple[str, str]] = []
+async def run_mode(mode: str, args: argparse.Namespace, receiver: str, wrk: str | None) -> Results:
+    system = System(mode, PG, {})
+    sizes = QUICK if args.quick else FULL
+    phases = Phases(system, f"{receiver}/hook", receiver, sizes)
     try:
-        await proc.wait_ready(60)
-        loop = asyncio.get_running_loop()
-
-        # 1. Accept + deliver a burst: accept rate and end-to-end throughput.
-        n = int(os.environ.get("NOTIFI_BENCH_N", "6000"))
-        sent, took = await loop.run_in_executor(None, lambda: post_in_processes(api, hook, n))
-        lat = [s[2] for s in sent]
-        rows.append(("accept: single POSTs (2 clients x 64 conns)", f"{n / took:,.0f}/s"))
-        rows.append(
-            (
-                "accept latency p50 / p99",
-                f"{pct(lat, 0.5) * 1000:.1f} / {pct(lat, 0.99) * 1000:.1f} ms",
-            )
-        )
-        first = min(s[1] for s in sent)
-        await wait_arrivals(receiver, [s[0] for s in sent], 120)
-        last = max(receiver.arrivals[s[0]] for s in sent if s[0] in receiver.arrivals)
-        got = sum(1 for s in sent if s[0] in receiver.arrivals)
-        rows.append(
-            ("deliver: burst, end to end", f"{got / (last - first):,.0f} webhooks/s ({got}/{n})")
-        )
-
-        # 2. Paced at 1k/s: accept -> arrival latency.
-        paced, _ = await loop.run_in_executor(
-            None, lambda: post_in_processes(api, hook, 3000, rate=1000.0)
-        )
-        await wait_arrivals(receiver, [s[0] for s in paced], 60)
-        e2e = [receiver.arrivals[s[0]] - s[1] for s in paced if s[0] in receiver.arrivals]
-        rows.append(
-            (
-                "accept -> arrival at 1k/s p50 / p99",
-                f"{pct(e2e, 0.5) * 1000:.1f} / {pct(e2e, 0.99) * 1000:.1f} ms",
-            )
-        )
-
-        # 3. Many due at one instant.
-        burst = int(os.environ.get("NOTIFI_BENCH_SCHEDULED", "5000"))
-        due = datetime.now(UTC) + timedelta(seconds=8 + burst / 2000)
-        sched, _ = await loop.run_in_executor(
-            None, lambda: post_in_processes(api, hook, burst, scheduled_at=due.isoformat())
-        )
-        await wait_arrivals(receiver, [s[0] for s in sched], 60 + burst / 500)
-        late = [
-            receiver.arrivals[s[0]] - due.timestamp() for s in sched if s[0] in receiver.arrivals
-        ]
-        rows.append(
-            (
-                f"scheduled: {burst} due at one instant, all within",
-                f"{max(late):.2f} s (early: {sum(1 for x in late if x < 0)})",
-            )
-        )
-        rows.append(("duplicates seen by the receiver", str(receiver.duplicates)))
+        started = time.monotonic()
+        await system.start()
+        print(f"[{mode}] ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
+        profile = Path(args.profile) if args.profile and mode == "embedded" else None
+        for name, step in (
+            ("steady", lambda: phases.steady(profile)),
+            ("spread", phases.spread),
+            ("instant", phases.instant),
+            ("closed", phases.closed),
+            ("wrk", (lambda: phases.single_posts(wrk)) if wrk else None),
+        ):
+            if step is None:
+                continue
+            t = time.monotonic()
+            await step()
+            print(f"[{mode}] {name} done in {time.monotonic() - t:.1f} s", file=sys.stderr)
+        await asyncio.sleep(2)  # a late duplicate of any phase would arrive now
+        await phases.recount_repeats()
     finally:
-        code = await proc.terminate(60)
+        codes = await system.stop()
+        phases.close()
+    if any(codes):
+        print(f"[{mode}] exit codes {codes}", file=sys.stderr)
+    return phases.results
+
+
+def _f(value: float, digits: int = 1) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def rows(results: dict[str, Results], sizes_rate: float) -> list[tuple[str, dict[str, str], str]]:
+    """(measure, value per mode, target)."""
+    out: list[tuple[str, dict[str, str], str]] = []
+
+    def row(name: str, fn, target: str = "") -> None:  # type: ignore[no-untyped-def]
+        out.append((name, {m: fn(r) for m, r in results.items()}, target))
+
+    def per_hook(r: Results, names: list[str]) -> str:
+        if not r.steady_delivered:
+            return "n/a"
+        total = sum(v for k, v in r.cpu_s.items() if any(k.startswith(n) for n in names))
+        return f"{total * 1000 / r.steady_delivered:.3f}"
+
+    rate = f"{sizes_rate:,.0f}/s"
+    row(
+        f"steady {rate}: CPU ms per delivered webhook (Notifi + Postgres + Redis)",
+        lambda r: per_hook(r, list(SYSTEM_GROUPS)),
+        "<= 0.4",
+    )
+    row("  the same, plus the broker", lambda r: per_hook(r, [*SYSTEM_GROUPS, "tansu"]))
+    groups = sorted({k for r in results.values() for k in r.cpu_s})
+    for g in groups:
+        row(f"  CPU ms per webhook: {g}", lambda r, g=g: per_hook(r, [g]) if g in r.cpu_s else "")
+    row(
+        f"steady {rate}: accept->arrival p50 / p99 ms, from the intended send",
+        lambda r: f"{_f(r.steady_p50_ms)} / {_f(r.steady_p99_ms)}",
+        "p99 <= 25 (split 50)",
+    )
+    row("  accept (202) p99 ms, from the intended send", lambda r: _f(r.steady_accept_p99_ms))
+    row("  delivered", lambda r: f"{r.steady_delivered:,}")
+    row(
+        "spread schedules: lateness p50 / p99 ms; early",
+        lambda r: f"{_f(r.spread_p50_ms)} / {_f(r.spread_p99_ms)}; {r.spread_early}",
+        "p99 <= 10; 0",
+    )
+    row(
+        "all due at one instant: p50 / last arrival after it, s; early",
+        lambda r: f"{_f(r.instant_p50_s, 2)} / {_f(r.instant_last_s, 2)}; {r.instant_early}",
+        "last <= 2; 0",
+    )
+    row("closed loop: webhooks/s end to end", lambda r: _f(r.closed_per_s, 0), ">= 3,000")
+    row(
+        "wrk single POSTs: accepted/s (p50 / p99 ms)",
+        lambda r: (
+            f"{_f(r.wrk.per_s - r.wrk.non_2xx / r.wrk.wall_s, 0)} "
+            f"({_f(r.wrk.p50_ms)} / {_f(r.wrk.p99_ms)})"
+            if r.wrk
+            else "not run"
+        ),
+        ">= 5,000",
+    )
+    row(
+        "  wrk's own CPU: % of a core, ms per request",
+        lambda r: (
+            f"{100 * r.wrk.cpu_s / r.wrk.wall_s:.0f} %, "
+            f"{1000 * r.wrk.cpu_s / max(1, r.wrk.requests):.3f}"
+            if r.wrk
+            else ""
+        ),
+    )
+    row("lost (accepted, never arrived)", lambda r: _counts(r.lost), "0")
+    row("arrived twice", lambda r: _counts(r.repeats), "0")
+    row("refused by the API or failed to post", lambda r: _counts(r.rejected), "0")
+    return out
+
+
+def _counts(by_phase: dict[str, int]) -> str:
+    total = sum(by_phase.values())
+    parts = [f"{k} {v}" for k, v in by_phase.items() if v]
+    return f"{total}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def table(results: dict[str, Results], rate: float, header: str, sizes: str) -> str:
+    modes = list(results)
+    lines = rows(results, rate)
+    names = ["measure", *modes, "target"]
+    cells = [[n, *(v.get(m, "") for m in modes), t] for n, v, t in lines]
+    widths = [max(len(c[i]) for c in [names, *cells]) for i in range(len(names))]
+    fmt = " | ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
+    text = [header, sizes, "", fmt.format(*names), "-|-".join("-" * w for w in widths)]
+    text += [fmt.format(*c) for c in cells]
+    return "\n".join(text)
+
+
+async def main(args: argparse.Namespace) -> int:
+    header = machine()
+    wrk = find_wrk()
+    if wrk is None:
+        print(
+            "wrk not found and could not be installed: single POSTs not measured", file=sys.stderr
+        )
+    proc, receiver = await start_receiver()
+    results: dict[str, Results] = {}
+    try:
+        for mode in args.modes.split(","):
+            results[mode] = await run_mode(mode, args, receiver, wrk)
+    finally:
         proc.kill()
-        conn = await asyncpg.connect(f"{PG}/postgres")
-        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        await conn.close()
-    width = max(len(r[0]) for r in rows)
-    print(f"\n{'measure'.ljust(width)} | result")
-    print(f"{'-' * width}-|-{'-' * 30}")
-    for name, value in rows:
-        print(f"{name.ljust(width)} | {value}")
-    print(f"\nnotifi exited {code}; cores: {os.cpu_count()}")
+        proc.wait()
+    s = QUICK if args.quick else FULL
+    sizes = (
+        f"{'quick' if args.quick else 'full'}: steady {s.steady_rate:,.0f}/s open loop for"
+        f" {s.steady_s:.0f} s; {s.spread_n:,} spread over {s.spread_s:.0f} s; {s.instant_n:,}"
+        f" due at one instant; {s.closed_n:,} closed loop from {s.closed_clients} clients;"
+        f" wrk -t2 -c64 for {s.wrk_s:.0f} s"
+    )
+    print(table(results, s.steady_rate, header, sizes))
+    for mode, r in results.items():
+        if r.profile:
+            print(f"\npy-spy profile of {mode} (steady phase): {r.profile}")
+    broken = any(sum(r.lost.values()) + sum(r.repeats.values()) for r in results.values())
+    broken |= any(r.spread_early + r.instant_early for r in results.values())
+    return 1 if broken else 0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller workloads, under 2 minutes")
+    parser.add_argument("--modes", default="embedded,split", help="embedded, split, or both")
+    parser.add_argument("--profile", help="py-spy raw profile of embedded's steady phase to here")
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(uvloop.run(main(parse_args(sys.argv[1:]))))

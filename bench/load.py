@@ -1,52 +1,140 @@
-"""The load generator of `make bench`: posts notifications from a process of its own."""
+"""The load generators of `make bench`, each run in a process of its own (so the load driver is
+not the system's CPU, nor its limit). Markers ("<phase>:<n>") go in the notification's `body`;
+the receiver keys arrivals by them.
+
+* `open_loop`: request i is launched at start + i/rate whatever happened to earlier ones, and
+  its latency counts from that intended instant, so a slow accept counts (no coordinated
+  omission).
+* `closed_loop`: `clients` connections each sending the next request when the last answered.
+* `bulk_scheduled`: posts notifications with given `scheduled_at`s through the bulk endpoint.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import aiohttp
+import orjson
+import uvloop
 
 
-async def _post_many(
-    api: str,
-    hook: str,
-    prefix: str,
-    count: int,
-    concurrency: int,
-    rate: float | None,
-    scheduled_at: str | None,
-) -> list[tuple[str, float, float]]:
-    """Posts `count` notifications; returns (marker, sent_at, latency_s) for each."""
-    out: list[tuple[str, float, float]] = []
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(count):
-        queue.put_nowait(i)
-    started = time.perf_counter()
-    connector = aiohttp.TCPConnector(limit=concurrency)
+@dataclass(frozen=True)
+class Sent:
+    marker: str
+    intended: float  # time.time() the generator meant to send at
+    answered: float  # time.time() the answer came
+    status: int
+
+
+def _body(marker: str, hook: str, scheduled_at: str | None = None) -> bytes:
+    body: dict = {"body": marker, "destinations": [{"type": "webhook", "url": hook}]}
+    if scheduled_at:
+        body["scheduled_at"] = scheduled_at
+    return orjson.dumps(body)
+
+
+HEADERS = {"Content-Type": "application/json"}
+
+
+async def _post(http: aiohttp.ClientSession, url: str, data: bytes) -> int:
+    try:
+        async with http.post(url, data=data, headers=HEADERS) as r:
+            await r.read()
+            return r.status
+    except (aiohttp.ClientError, TimeoutError):
+        return 0
+
+
+async def _open_loop(api: str, hook: str, phase: str, rate: float, count: int) -> list[Sent]:
+    url = f"{api}/api/notifications"
+    out: list[Sent] = []
+    connector = aiohttp.TCPConnector(limit=1024)
     async with aiohttp.ClientSession(connector=connector) as http:
 
-        async def worker() -> None:
-            while not queue.empty():
-                i = queue.get_nowait()
-                if rate:
-                    delay = started + i / rate - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                marker = f"{prefix}-{i}"
-                body = {"body": marker, "destinations": [{"type": "webhook", "url": hook}]}
-                if scheduled_at:
-                    body["scheduled_at"] = scheduled_at
-                t0 = time.perf_counter()
-                sent = time.time()
-                async with http.post(f"{api}/api/notifications", json=body) as r:
-                    await r.read()
-                    assert r.status == 202, r.status
-                out.append((marker, sent, time.perf_counter() - t0))
+        async def one(i: int, intended: float) -> None:
+            marker = f"{phase}:{i}"
+            status = await _post(http, url, _body(marker, hook))
+            out.append(Sent(marker, intended, time.time(), status))
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall0, mono0 = time.time() + 0.05, time.monotonic() + 0.05
+        tasks = []
+        for i in range(count):
+            delay = mono0 + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i, wall0 + i / rate)))
+        await asyncio.gather(*tasks)
     return out
 
 
-def client(args: tuple) -> list[tuple[str, float, float]]:
-    return asyncio.run(_post_many(*args))
+async def _closed_loop(
+    api: str, hook: str, phase: str, first: int, count: int, clients: int
+) -> list[Sent]:
+    url = f"{api}/api/notifications"
+    out: list[Sent] = []
+    todo = iter(range(first, first + count))
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def client() -> None:
+            for i in todo:
+                marker = f"{phase}:{i}"
+                started = time.time()
+                status = await _post(http, url, _body(marker, hook))
+                out.append(Sent(marker, started, time.time(), status))
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return out
+
+
+async def _bulk_scheduled(
+    api: str, hook: str, phase: str, due: list[str], chunk: int = 500, parallel: int = 4
+) -> list[Sent]:
+    url = f"{api}/api/notifications/bulk"
+    out: list[Sent] = []
+    chunks = [range(lo, min(lo + chunk, len(due))) for lo in range(0, len(due), chunk)]
+    todo = iter(chunks)
+    async with aiohttp.ClientSession() as http:
+
+        async def client() -> None:
+            for part in todo:
+                items = [
+                    {
+                        "body": f"{phase}:{i}",
+                        "scheduled_at": due[i],
+                        "destinations": [{"type": "webhook", "url": hook}],
+                    }
+                    for i in part
+                ]
+                started = time.time()
+                async with http.post(
+                    url, data=orjson.dumps({"notifications": items}), headers=HEADERS
+                ) as r:
+                    answer = orjson.loads(await r.read()) if r.status == 200 else {}
+                done = time.time()
+                statuses = [it["status"] for it in answer.get("items", [])] or [r.status] * len(
+                    part
+                )
+                out.extend(
+                    Sent(f"{phase}:{i}", started, done, s)
+                    for i, s in zip(part, statuses, strict=False)
+                )
+
+        await asyncio.gather(*(client() for _ in range(parallel)))
+    return out
+
+
+def open_loop(api: str, hook: str, phase: str, rate: float, count: int) -> list[Sent]:
+    return uvloop.run(_open_loop(api, hook, phase, rate, count))
+
+
+def closed_loop(
+    api: str, hook: str, phase: str, first: int, count: int, clients: int
+) -> list[Sent]:
+    return uvloop.run(_closed_loop(api, hook, phase, first, count, clients))
+
+
+def bulk_scheduled(api: str, hook: str, phase: str, due: list[str]) -> list[Sent]:
+    return uvloop.run(_bulk_scheduled(api, hook, phase, due))
