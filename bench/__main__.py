@@ -85,7 +85,7 @@ async def run_mode(mode: str, args: argparse.Namespace, receiver: str, wrk: str 
             ("closed", phases.closed),
             ("wrk", (lambda: phases.single_posts(wrk)) if wrk else None),
         ):
-            if step is None:
+            if step is None or name not in args.phases.split(","):
                 continue
             t = time.monotonic()
             await step()
@@ -223,6 +223,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller workloads, under 2 minutes")
     parser.add_argument("--modes", default="embedded,split", help="embedded, split, or both")
+    parser.add_argument(
+        "--phases", default="steady,spread,instant,closed,wrk", help="which workloads to run"
+    )
     parser.add_argument("--profile", help="py-spy raw profile of embedded's steady phase to here")
     return parser.parse_args(argv)
 
