@@ -37,6 +37,7 @@ class Summary:
     extra_arrivals: int
     duplicates_same_webhook_id: int
     duplicates_in_flight: int  # same webhook-id, every re-send within 5 s of the fault's end
+    duplicates_sample: list[dict]  # marker and arrival times, seconds after the fault's end
     early: int  # arrivals before the scheduled_at the client asked for
     unacked_arrivals: int  # arrivals of notifications whose POST got no 202
     recovery_s: float | None  # fault's end -> first arrival of work accepted after it began
@@ -158,6 +159,14 @@ def summarize(
         extra_arrivals=sum(len(v) - 1 for v in dups.values()),
         duplicates_same_webhook_id=same_id,
         duplicates_in_flight=in_flight,
+        duplicates_sample=[
+            {
+                "marker": v[0].marker,
+                "webhook_ids": sorted({a.webhook_id for a in v}),
+                "after_fault_end_s": [round(a.at - (fault.end if fault else 0.0), 3) for a in v],
+            }
+            for v in list(dups.values())[:10]
+        ],
         early=early,
         unacked_arrivals=unacked,
         recovery_s=recovery,
