@@ -167,7 +167,7 @@ class Claims:
         ]
 
     def _taken_over(self, key: Key, token: str) -> None:
-        log.info("claim_taken_over", notification_id=str(key[0]), position=key[1], token=token)
+        log.info("claim_taken_over", notification_id=str(key[0]), position=key[1], claimant=token)
         metrics.claims_taken_over.inc({})
 
     async def _mark_delivered_many(self, keys: list[Key]) -> list[bool]:
