@@ -10,6 +10,7 @@ from actors.delivery import DeliveryConsumer, DeliveryWorker, Recorder
 from actors.http import HttpServer
 from actors.poller import Backstop, Poller
 from actors.router import Router
+from actors.sweeper import Sweeper
 from notifi import metrics
 from notifi.api.app import ApiContext, build_app
 from notifi.api.health import health_app
@@ -26,6 +27,7 @@ from notifi.process import Process
 from notifi.ratelimit import RateLimiter
 from notifi.retry import RetryPolicy
 from notifi.runtime import Actor, ChildSpec, Mailbox, Restart
+from notifi.store.retention import RetentionPolicy, RetentionStore
 
 Ready = Callable[[], Awaitable[dict[str, bool]]]
 Probe = Callable[[], None]  # sets one sampled gauge
@@ -61,7 +63,11 @@ def children(process: Process, ready: Ready) -> list[ChildSpec]:
             ChildSpec(
                 "metrics-server",
                 lambda: HttpServer(
-                    "metrics-server", lambda: health_app(ready), s.metrics.host, s.metrics.port
+                    "metrics-server",
+                    lambda: health_app(ready),
+                    s.metrics.host,
+                    s.metrics.port,
+                    header_timeout_s=s.api.header_timeout,
                 ),
             )
         )
@@ -190,6 +196,22 @@ def _poller(process: Process) -> list[ChildSpec]:
             ),
         )
     )
+    specs.append(
+        ChildSpec(
+            "sweeper",
+            lambda: Sweeper(
+                "sweeper",
+                RetentionStore(store.pool),
+                lo=lo,
+                hi=hi,
+                policy=RetentionPolicy(
+                    delivered_s=s.retention.delivered, failed_s=s.retention.failed
+                ),
+                interval_s=s.retention.interval,
+                batch=s.retention.batch,
+            ),
+        )
+    )
     return specs
 
 
@@ -224,6 +246,7 @@ def _api(process: Process, ready: Ready, probes: list[Probe]) -> list[ChildSpec]
         s.api.max_body_chars,
         s.api.max_data_bytes,
         s.api.max_bulk,
+        max_data_depth=s.api.max_data_depth,
     )
     ctx = ApiContext(
         store=process.store,
@@ -235,6 +258,7 @@ def _api(process: Process, ready: Ready, probes: list[Probe]) -> list[ChildSpec]
         auth=authenticator(s.auth, process.api_http),
         limiter=RateLimiter(s.api.rate_limit, s.api.rate_burst),
         max_body_bytes=s.api.max_body_bytes,
+        body_timeout_s=s.api.body_timeout,
         metric_clients=frozenset(c["id"] for c in s.auth.clients) | {"anonymous"},
     )
     return [
@@ -258,6 +282,7 @@ def _api(process: Process, ready: Ready, probes: list[Probe]) -> list[ChildSpec]
                 s.api.host,
                 s.api.port,
                 shutdown_timeout_s=timeout / 2,
+                header_timeout_s=s.api.header_timeout,
             ),
             shutdown_timeout_s=timeout,
         ),
