@@ -4,7 +4,7 @@ scenario, and prints a table (and writes JSON) of what was lost, sent twice, sen
 long nothing arrived and how late things were. The bounds are issue 10's.
 
     python -m bench.chaos                      # every scenario, ~12 minutes
-    python -m bench.chaos --quick              # shorter load and bounds, ~4 minutes
+    python -m bench.chaos --quick              # shorter load and bounds, ~5 minutes
     python -m bench.chaos --scenario kill-router --scenario none
     python -m bench.chaos --env NOTIFI_DELIVERY__CLAIM_TTL=10
     python -m bench.chaos --commit HEAD        # a snapshot of a commit, not the live tree

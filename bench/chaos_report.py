@@ -185,7 +185,7 @@ def broken_promises(s: Summary, *, heal_bound_s: float | None = None) -> list[st
     """Issue 10's bounds that this scenario's numbers break (empty: it held)."""
     broken = []
     if s.missing:
-        broken.append(f"lost {s.missing}")
+        broken.append(f"missing {s.missing}")  # not in by the bound: lost or very late
     unexplained = s.duplicates - s.duplicates_in_flight
     if unexplained > 0:
         broken.append(f"{unexplained} duplicates not an in-flight re-send")

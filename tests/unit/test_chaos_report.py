@@ -62,7 +62,7 @@ def test_lost_early_refused_and_unacked() -> None:
     assert s.early == 1
     assert s.refused == 1 and s.refused_by == {"503": 1}
     assert s.unacked_arrivals == 1  # written although the API said 503
-    assert {"lost 1", "early 1", "1 arrived without a 202"} <= set(broken_promises(s))
+    assert {"missing 1", "early 1", "1 arrived without a 202"} <= set(broken_promises(s))
 
 
 def test_an_in_flight_resend_is_allowed_a_late_or_renamed_one_is_not() -> None:
