@@ -15,7 +15,6 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 from uuid import UUID
 
-import asyncpg
 import structlog
 
 from actors.consumer import ConsumingActor, Message
@@ -36,7 +35,6 @@ log = structlog.get_logger(__name__)
 Key = tuple[UUID, int]
 T = TypeVar("T")
 # Postgres (or the network) briefly away: wait and try again, never fail or drop the job.
-_STORE_DOWN = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
 
 
 class JobLoader(Protocol):
@@ -234,11 +232,11 @@ class DeliveryWorker(Actor):
         while True:
             try:
                 return await call()
-            except _STORE_DOWN as exc:
+            except POSTGRES_AWAY as exc:
                 log.warning("store_unavailable_waiting", error=str(exc))
                 if await self.sleep(delay_s):
                     return None
-                delay_s = min(delay_s * 2, 5.0)
+                delay_s = min(delay_s * 2, 2.0)
 
     async def _handle(self, work: Work) -> None:
         job = work.job
@@ -380,10 +378,10 @@ class Recorder(Actor):
             try:
                 await self._store.record(finished, requeued)
                 break
-            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
+            except POSTGRES_AWAY as exc:
                 log.warning("record_failed_retrying", actor=self.name, error=str(exc))
                 await asyncio.sleep(delay_s)  # keeps trying while draining too: acks wait
-                delay_s = min(delay_s * 2, 5.0)
+                delay_s = min(delay_s * 2, 2.0)
         await self._claims.release(
             [
                 (r.work.job.key, r.work.token)
