@@ -59,9 +59,11 @@ class Results:
     spread_p50_ms: float = float("nan")
     spread_p99_ms: float = float("nan")
     spread_early: int = 0
+    spread_min_ms: float = float("nan")  # negative: the earliest arrival, before its time
     instant_last_s: float = float("nan")
     instant_p50_s: float = float("nan")
     instant_early: int = 0
+    instant_min_s: float = float("nan")
     closed_per_s: float = float("nan")
     wrk: WrkResult | None = None
     lost: dict[str, int] = field(default_factory=dict)
@@ -156,6 +158,7 @@ class Phases:
         self.results.spread_p50_ms = pct(lateness, 0.5)
         self.results.spread_p99_ms = pct(lateness, 0.99)
         self.results.spread_early = sum(1 for x in lateness if x < 0)
+        self.results.spread_min_ms = min(lateness, default=float("nan"))
         if late_posts:
             self.results.rejected["spread accepted after due"] = late_posts
 
@@ -174,6 +177,7 @@ class Phases:
         self.results.instant_last_s = max(lateness, default=float("nan"))
         self.results.instant_p50_s = pct(lateness, 0.5)
         self.results.instant_early = sum(1 for x in lateness if x < 0)
+        self.results.instant_min_s = min(lateness, default=float("nan"))
 
     async def closed(self) -> None:
         s = self.sizes
