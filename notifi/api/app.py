@@ -499,4 +499,5 @@ def build_app(ctx: ApiContext, max_bulk_body_bytes: int = 4 << 20) -> web.Applic
     app.router.add_post("/api/notifications/{id}/retry", retry_notification)
     app.router.add_get("/api/openapi.json", openapi_document, allow_head=False)
     add_health_routes(app, ctx.ready)
+    __import__("notifi.api.console").api.console.add_console_routes(app)  # lazy: it imports us
     return app
