@@ -24,7 +24,13 @@ from notifi.bus import Record as BusRecord
 from notifi.claims import Claim, job_token
 from notifi.destinations.base import Outcome, Sender, SendResult
 from notifi.hosts import BUSY_PATIENCE_S, HostGate
-from notifi.model import OPEN_STATUSES, DeliveryJob, DeliveryStatus, Notification
+from notifi.model import (
+    OPEN_STATUSES,
+    DeliveryJob,
+    DeliveryStatus,
+    Notification,
+    NotificationState,
+)
 from notifi.outage import POSTGRES_AWAY, Backoff, Outage
 from notifi.retry import RetryPolicy
 from notifi.runtime import Actor, Letter, Mailbox
@@ -34,6 +40,9 @@ log = structlog.get_logger(__name__)
 
 Key = tuple[UUID, int]
 T = TypeVar("T")
+# A job that sat this long between its load and its turn (a backlog in the workers' mailbox) is
+# re-checked like one loaded before it was due: a delete or a reschedule may have come since.
+RECHECK_AFTER_S = 0.25
 # Postgres (or the network) briefly away: wait and try again, never fail or drop the job.
 
 
@@ -43,10 +52,11 @@ class JobLoader(Protocol):
     async def load_jobs(self, keys: Sequence[Key]) -> Mapping[Key, Mapping[str, Any]]: ...
 
 
-class DeletionCheck(Protocol):
-    """What a worker needs of the store: whether a notification was deleted (batched)."""
+class StateCheck(Protocol):
+    """What a worker needs of the store: a notification's state now, deleted and schedule
+    (batched across workers)."""
 
-    async def is_deleted(self, notification_id: UUID, /) -> bool: ...
+    async def state_of(self, notification_id: UUID, /) -> NotificationState: ...
 
 
 class JobClaims(Protocol):
@@ -175,10 +185,13 @@ def _raised_at(exc: BaseException) -> str:
 
 
 class DeliveryWorker(Actor):
-    """Waits until a job is due (never early), re-checks deletion, claims, sends, and hands
-    the outcome to the recorder. Rendering and sending one job cannot crash it: an exception
-    there ends that job as a permanent failure; a job that crashed workers anyway (elsewhere)
-    `outcome.QUARANTINE_AFTER_CRASHES` times is set aside as failed instead of tried again."""
+    """Waits until a job is due (never early, never past the notification's expiry), re-checks
+    deletion and the schedule (a job published for a time a PATCH moved later goes back to the
+    outbox for the new time), ends it `expired` when the expiry came first, claims, checks the
+    expiry once more, sends, and hands the outcome to the recorder. Rendering and sending one
+    job cannot crash it: an exception there ends that job as a permanent failure; a job that
+    crashed workers anyway (elsewhere) `outcome.QUARANTINE_AFTER_CRASHES` times is set aside as
+    failed instead of tried again."""
 
     def __init__(
         self,
@@ -186,7 +199,7 @@ class DeliveryWorker(Actor):
         inbox: Mailbox[Work],
         recorder: Mailbox[Record],
         *,
-        store: DeletionCheck,
+        store: StateCheck,
         claims: JobClaims,
         senders: Mapping[str, Sender],
         policy: RetryPolicy,
@@ -239,30 +252,67 @@ class DeliveryWorker(Actor):
                 delay_s = min(delay_s * 2, 2.0)
 
     async def _handle(self, work: Work) -> None:
-        job = work.job
-        wait_s = (job.due_at - datetime.now(UTC)).total_seconds()
-        if wait_s > 0 and await self.sleep(wait_s):
+        job, expires_at = work.job, work.row.get("expires_at")
+        if (moved := outcome.moved_later(job, work.row["scheduled_at"])) is not None:
+            await self._move(work, moved)  # moved before the job was loaded
+            return
+        # Woken at the due time, or at the expiry when that comes first (then it ends below).
+        if await self._sleep_until(outcome.not_after(job.due_at, expires_at)):
             return  # stopping: the job stays uncommitted and comes back after the restart
-        # Loaded before it was due: a delete may have come since (checked at load otherwise).
-        if job.due_at > work.loaded_at:
-            deleted = await self._until_stored(lambda: self._store.is_deleted(job.notification_id))
-            if deleted is None:
+        # Loaded before it was due (or long before its turn): a delete or a reschedule may have
+        # come since (checked at load otherwise).
+        waited_s = (datetime.now(UTC) - work.loaded_at).total_seconds()
+        if job.due_at > work.loaded_at or waited_s > RECHECK_AFTER_S:
+            state = await self._until_stored(lambda: self._store.state_of(job.notification_id))
+            if state is None:
                 return  # stopping: uncommitted, comes back
-            if deleted:
+            if state.deleted:
                 work.ack()
                 return
+            if (moved := outcome.moved_later(job, state.scheduled_at)) is not None:
+                await self._move(work, moved)
+                return
+        if outcome.is_expired(expires_at, datetime.now(UTC)):
+            await self._expire(work)
+            return
         host = destination_host(work.row)
         wait_s = await self._gate.acquire(host, BUSY_PATIENCE_S)
         if wait_s is not None:  # the host is paused or at its bound: wait in the outbox
             metrics.deferred.inc({"reason": str(self._gate.state(host))})
-            later = job.later(datetime.now(UTC) + timedelta(seconds=wait_s))
-            await self._recorder.put(Record(work, requeue=later))
+            later = datetime.now(UTC) + timedelta(seconds=wait_s)
+            await self._requeue(work, later)
             return
         host_failed: bool | None = None
         try:
             host_failed = await self._claim_and_send(work)
         finally:
             self._gate.release(host, host_failed=host_failed)
+
+    async def _sleep_until(self, when: datetime) -> bool:
+        """Sleeps until the wall clock reads `when` (again if a timer fired a little early);
+        True when a stop came first."""
+        while (wait_s := (when - datetime.now(UTC)).total_seconds()) > 0:
+            if await self.sleep(wait_s):
+                return True
+        return False
+
+    async def _requeue(self, work: Work, due_at: datetime) -> None:
+        """Back to the outbox, due no later than the expiry (then it ends expired there)."""
+        later = work.job.later(outcome.not_after(due_at, work.row.get("expires_at")))
+        await self._recorder.put(Record(work, requeue=later))
+
+    async def _move(self, work: Work, due_at: datetime) -> None:
+        """Sends a job published for an older schedule back to the outbox for the new one."""
+        log.info("delivery_job_moved", position=work.job.position, due_at=due_at.isoformat())
+        metrics.jobs_moved.inc({})
+        await self._requeue(work, due_at)
+
+    async def _expire(self, work: Work) -> None:
+        """Ends the delivery `expired` without an attempt (a claim it holds is released)."""
+        log.info("delivery_expired", position=work.job.position, stage="due")
+        metrics.deliveries_expired.inc({"stage": "due"})
+        finished = Finished(work.job, DeliveryStatus.EXPIRED)
+        await self._recorder.put(Record(work, finished=finished, event=outcome.EXPIRED.event))
 
     async def _claim_and_send(self, work: Work) -> bool | None:
         """Returns whether the host failed (None when nothing was sent)."""
@@ -277,13 +327,19 @@ class DeliveryWorker(Actor):
             return None
         if claim is Claim.BUSY:
             metrics.claims_skipped.inc({"reason": "busy"})
-            later = job.later(datetime.now(UTC) + timedelta(seconds=self._claim_ttl_s))
-            await self._recorder.put(Record(work, requeue=later))
+            await self._requeue(work, datetime.now(UTC) + timedelta(seconds=self._claim_ttl_s))
             return None
         started = datetime.now(UTC)
+        # The last moment before the send: a claim that waited on Redis or Postgres may have
+        # carried the job past its expiry.
+        expires_at = work.row.get("expires_at")
+        if outcome.is_expired(expires_at, started):
+            await self._expire(work)
+            return None
         metrics.delivery_lateness.observe({}, max((started - job.due_at).total_seconds(), 0.0))
         result = await self._send(work)
-        decision = outcome.decide(job, result, self._policy, datetime.now(UTC))
+        now = datetime.now(UTC)
+        decision = outcome.decide(job, result, self._policy, now, expires_at=expires_at)
         if decision.status is DeliveryStatus.DELIVERED:
             # Durable first (Redis, or Postgres when Redis is away), before anything that can
             # wait: a crash from here on cannot send it again. Shielded: a shutdown's
@@ -322,6 +378,8 @@ class DeliveryWorker(Actor):
             metrics.retries_scheduled.inc({})
         if decision.failure is not None:
             metrics.deliveries_failed.inc({"reason": str(decision.failure)})
+        if decision.status is DeliveryStatus.EXPIRED:  # the next attempt would start too late
+            metrics.deliveries_expired.inc({"stage": "retry"})
         log.log(
             logging.DEBUG if result.outcome is Outcome.DELIVERED else logging.INFO,
             "delivery_attempted",

@@ -116,6 +116,17 @@ retention_removed = Counter(
     "Rows the retention sweep removed, by table.",
     registry=REGISTRY,
 )
+deliveries_expired = Counter(
+    "notifi_deliveries_expired_total",
+    "Deliveries ended expired, by stage: due (the expiry came before an attempt) or retry (the "
+    "next attempt would have started after it).",
+    registry=REGISTRY,
+)
+jobs_moved = Counter(
+    "notifi_delivery_jobs_moved_total",
+    "Jobs published for a schedule a PATCH moved later, sent back to the outbox for the new time.",
+    registry=REGISTRY,
+)
 actor_restarts = Counter(
     "notifi_actor_restarts_total",
     "Actor crashes followed by a restart, by actor.",

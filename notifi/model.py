@@ -17,6 +17,7 @@ class DeliveryStatus(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"  # permanent failure or retry schedule exhausted
     CANCELLED = "cancelled"  # the notification was deleted first
+    EXPIRED = "expired"  # its notification's expiry came first: no attempt starts after it
 
 
 # A delivery in one of these may still be attempted; the others are final.
@@ -35,6 +36,7 @@ class NotificationStatus(StrEnum):
     PARTIALLY_FAILED = "partially_failed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # every delivery expired
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class NewNotification:
     partition_key: int
     destinations: list[dict[str, Any]]
     created_at: datetime
+    expires_at: datetime | None = None  # no attempt starts at or after it (None: never)
 
     def due_at(self) -> datetime:
         if self.scheduled_at is None or self.scheduled_at < self.created_at:
@@ -75,6 +78,15 @@ class DeliveryJob:
     def later(self, due_at: datetime) -> DeliveryJob:
         """The same attempt, sent back to the outbox to be tried at `due_at`."""
         return replace(self, due_at=due_at)
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationState:
+    """What a delivery worker re-reads when a job comes due: whether the notification is gone
+    (deleted, or removed), and its schedule now (a PATCH may have moved it)."""
+
+    deleted: bool
+    scheduled_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,8 @@
 """What one delivery attempt means: a pure decision from the job, the send result, the retry
-policy and the time, to the delivery's new status, its next attempt and the event to publish.
-The delivery worker does the I/O around it; this module does none."""
+policy, the notification's expiry and the time, to the delivery's new status, its next attempt
+and the event to publish; and the worker's other small decisions about a job (expired, moved by
+a reschedule, deferred no later than the expiry). The delivery worker does the I/O around
+them; this module does none."""
 
 from __future__ import annotations
 
@@ -14,6 +16,10 @@ from notifi import events
 from notifi.destinations.base import Outcome, SendResult, bounded
 from notifi.model import DeliveryJob, DeliveryStatus
 from notifi.retry import RetryPolicy
+
+# A job due this much before its notification's current schedule was made for an older one (a
+# PATCH moved it later). Not zero: a time that went through a message must not read as moved.
+MOVED_TOLERANCE = timedelta(milliseconds=1)
 
 # A job whose handling crashed its worker this many times is set aside (quarantined), not
 # handed to a fresh worker again: it would crash that one too.
@@ -43,24 +49,53 @@ class Decision:
         return self.next_attempt_at is not None
 
 
+# Ended at its notification's expiry, attempted or not. No operational event (yet): the
+# events topic has schemas for succeeded, failed and exhausted only.
+EXPIRED = Decision(DeliveryStatus.EXPIRED)
+
+
 def decide(
     job: DeliveryJob,
     result: SendResult,
     policy: RetryPolicy,
     now: datetime,
     rand: Callable[[], float] = random.random,
+    expires_at: datetime | None = None,
 ) -> Decision:
-    """Delivered, retried on the policy's schedule, or failed (permanent or exhausted)."""
+    """Delivered, retried on the policy's schedule, expired (the next attempt would start at
+    or after `expires_at`), or failed (permanent or exhausted)."""
     if result.outcome is Outcome.DELIVERED:
         return Decision(DeliveryStatus.DELIVERED, event=events.SUCCEEDED)
     if result.outcome is Outcome.RETRY:
         delay_s = policy.delay_after(job.attempt, result.retry_after_s, rand)
         if delay_s is not None:
-            return Decision(DeliveryStatus.DELIVERING, now + timedelta(seconds=delay_s))
+            next_attempt_at = now + timedelta(seconds=delay_s)
+            if is_expired(expires_at, next_attempt_at):
+                return EXPIRED
+            return Decision(DeliveryStatus.DELIVERING, next_attempt_at)
         return Decision(
             DeliveryStatus.FAILED, event=events.EXHAUSTED, failure=FailureReason.EXHAUSTED
         )
     return Decision(DeliveryStatus.FAILED, event=events.FAILED, failure=FailureReason.PERMANENT)
+
+
+def is_expired(expires_at: datetime | None, now: datetime) -> bool:
+    """Whether an attempt starting at `now` would start too late: at or after the expiry."""
+    return expires_at is not None and now >= expires_at
+
+
+def not_after(due_at: datetime, expires_at: datetime | None) -> datetime:
+    """When a deferred job is due again: no later than the expiry, so that whoever takes it
+    then ends it expired instead of leaving an open delivery nobody looks at in time."""
+    return due_at if expires_at is None or due_at < expires_at else expires_at
+
+
+def moved_later(job: DeliveryJob, scheduled_at: datetime | None) -> datetime | None:
+    """The notification's current schedule when it is later than the job's due time (the job
+    was published for a time a PATCH moved away from); None when the job is still good."""
+    if scheduled_at is not None and scheduled_at > job.due_at + MOVED_TOLERANCE:
+        return scheduled_at
+    return None
 
 
 QUARANTINED = Decision(

@@ -14,12 +14,22 @@ from uuid import UUID
 import asyncpg
 import orjson
 
+from notifi import lifecycle
 from notifi.batching import Coalescer
-from notifi.model import DeliveryJob, DeliveryStatus, NewNotification
+from notifi.model import DeliveryJob, DeliveryStatus, NewNotification, NotificationState
 from notifi.store.migrate import ensure_database, migrate
 from notifi.store.sql import query
 
-__all__ = ["AcceptOutcome", "Accepted", "Finished", "Store", "ensure_database", "migrate"]
+__all__ = [
+    "AcceptOutcome",
+    "Accepted",
+    "Finished",
+    "RescheduleOutcome",
+    "Rescheduled",
+    "Store",
+    "ensure_database",
+    "migrate",
+]
 
 Key = tuple[UUID, int]
 ID_MIN = UUID(int=0)
@@ -42,6 +52,21 @@ class AcceptOutcome(StrEnum):
 class Accepted:
     outcome: AcceptOutcome
     id: UUID
+
+
+class RescheduleOutcome(StrEnum):
+    MOVED = "moved"
+    NOT_FOUND = "not_found"  # no such notification (for this client)
+    DELETED = "deleted"  # deleted: its deliveries were cancelled
+    STARTED = "started"  # a delivery has started (or ended): `started` says which and why
+    AFTER_EXPIRY = "after_expiry"  # the new time is at or after the notification's expiry
+
+
+@dataclass(frozen=True, slots=True)
+class Rescheduled:
+    outcome: RescheduleOutcome
+    started: lifecycle.Started | None = None
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +101,7 @@ class Store:
         self.pool = pool
         # Workers waking for many jobs due at one instant ask together: one query per turn.
         self.is_deleted = Coalescer(self._deleted_flags)
+        self.state_of = Coalescer(self._states)
 
     @classmethod
     async def open(
@@ -119,6 +145,7 @@ class Store:
                     [n.partition_key for n in batch],
                     [_initial_status(n) for n in batch],
                     [n.created_at for n in batch],
+                    [n.expires_at for n in batch],
                 )
             }
             fresh = [n for n in batch if n.id in inserted]
@@ -207,6 +234,52 @@ class Store:
             await conn.execute(query("refresh_status"), [notification_id])
             return True
 
+    async def reschedule(
+        self,
+        notification_id: UUID,
+        client_id: str | None,
+        scheduled_at: datetime | None,
+        now: datetime,
+    ) -> Rescheduled:
+        """Moves a notification none of whose deliveries has started to `scheduled_at` (None:
+        now), outbox rows included, in one transaction; or says why not. A deadlock with a
+        concurrent DELETE (which locks in the other order) is tried again."""
+        deadlocks = 0
+        while True:
+            try:
+                return await self._reschedule(notification_id, client_id, scheduled_at, now)
+            except asyncpg.DeadlockDetectedError:
+                deadlocks += 1
+                if deadlocks >= 3:
+                    raise
+
+    async def _reschedule(
+        self,
+        notification_id: UUID,
+        client_id: str | None,
+        scheduled_at: datetime | None,
+        now: datetime,
+    ) -> Rescheduled:
+        async with self.pool.acquire() as conn, conn.transaction():
+            deliveries = await conn.fetch(
+                query("reschedule_deliveries"), notification_id, client_id
+            )
+            if not deliveries:
+                return Rescheduled(RescheduleOutcome.NOT_FOUND)
+            n = await conn.fetchrow(query("reschedule_notification"), notification_id)
+            if n is None:  # removed by retention between the two statements
+                return Rescheduled(RescheduleOutcome.NOT_FOUND)
+            if n["deleted_at"] is not None:
+                return Rescheduled(RescheduleOutcome.DELETED)
+            if (found := lifecycle.started(deliveries)) is not None:
+                return Rescheduled(RescheduleOutcome.STARTED, started=found)
+            due = lifecycle.due_at(scheduled_at, now)
+            if n["expires_at"] is not None and due >= n["expires_at"]:
+                return Rescheduled(RescheduleOutcome.AFTER_EXPIRY, expires_at=n["expires_at"])
+            await conn.execute(query("reschedule"), notification_id, scheduled_at, due)
+            await conn.execute(query("refresh_status"), [notification_id])
+            return Rescheduled(RescheduleOutcome.MOVED, expires_at=n["expires_at"])
+
     async def attempts(self, notification_id: UUID) -> list[asyncpg.Record]:
         return await self.pool.fetch(query("attempts_of"), notification_id)
 
@@ -268,6 +341,14 @@ class Store:
     async def _deleted_flags(self, ids: list[UUID]) -> list[bool]:
         deleted = await self.deleted_among(ids)
         return [i in deleted for i in ids]
+
+    async def _states(self, ids: list[UUID]) -> list[NotificationState]:
+        rows = {r["id"]: r for r in await self.pool.fetch(query("states_of"), ids)}
+        gone = NotificationState(deleted=True)
+        return [
+            NotificationState(r["deleted"], r["scheduled_at"]) if (r := rows.get(i)) else gone
+            for i in ids
+        ]
 
     async def claim_in_postgres(
         self, keys: Sequence[Key], ttl_s: float, *, tokens: Sequence[str | None] | None = None

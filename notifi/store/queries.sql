@@ -3,13 +3,15 @@
 -- name: insert_notifications --
 -- One statement for a whole accepted batch; idempotency-key replays insert nothing.
 INSERT INTO notifications (id, client_id, idempotency_key, request_hash, title, body, data,
-                           scheduled_at, partition_key, status, created_at, updated_at)
+                           scheduled_at, partition_key, status, created_at, updated_at,
+                           expires_at)
 SELECT t.id, t.client_id, t.idempotency_key, t.request_hash, t.title, t.body, t.data::jsonb,
-       t.scheduled_at, t.partition_key, t.status, t.created_at, t.created_at
+       t.scheduled_at, t.partition_key, t.status, t.created_at, t.created_at, t.expires_at
   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[],
-              $7::text[], $8::timestamptz[], $9::int[], $10::text[], $11::timestamptz[])
+              $7::text[], $8::timestamptz[], $9::int[], $10::text[], $11::timestamptz[],
+              $12::timestamptz[])
        AS t(id, client_id, idempotency_key, request_hash, title, body, data, scheduled_at,
-            partition_key, status, created_at)
+            partition_key, status, created_at, expires_at)
 ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
 
@@ -176,13 +178,21 @@ SELECT count(*) FROM queued;
 -- name: load_jobs --
 -- What a delivery worker needs for each job of a fetched batch, in one round trip.
 SELECT n.id AS notification_id, d.position, n.client_id, n.title, n.body, n.data,
-       n.scheduled_at, n.created_at, n.deleted_at, d.kind, d.destination, d.status, d.attempts
+       n.scheduled_at, n.created_at, n.deleted_at, n.expires_at, d.kind, d.destination,
+       d.status, d.attempts
   FROM unnest($1::uuid[], $2::smallint[]) AS k(notification_id, position)
   JOIN deliveries d ON d.notification_id = k.notification_id AND d.position = k.position
   JOIN notifications n ON n.id = d.notification_id;
 
 -- name: deleted_among --
 SELECT id FROM notifications WHERE id = ANY ($1::uuid[]) AND deleted_at IS NOT NULL;
+
+-- name: states_of --
+-- What delivery workers re-read when jobs come due (one query for many): deleted, and the
+-- schedule now (a PATCH may have moved it). A removed notification has no row: gone.
+SELECT id, deleted_at IS NOT NULL AS deleted, scheduled_at
+  FROM notifications
+ WHERE id = ANY ($1::uuid[]);
 
 -- name: claim_in_postgres --
 -- The claim when Redis is down: a lease on the delivery row itself, held by a job token ($3;
@@ -227,8 +237,10 @@ RETURNING d.notification_id;
 -- name: record_outcomes --
 -- One statement for a batch of finished attempts: the attempt log, the delivery rows, and the
 -- outbox rows of retries. A delivered row is never downgraded (a delivered outcome still adds
--- its details to a row the Redis-down fallback marked delivered first); a cancelled one only
--- upgraded to delivered (the attempt began before the delete).
+-- its details to a row the Redis-down fallback marked delivered first); a cancelled, failed or
+-- expired one only upgraded to delivered (the attempt began before the delete or the expiry).
+-- An outcome without an attempt (no outcome text: a job found already delivered, or expired
+-- before it was tried) counts no attempt unless it says delivered.
 WITH o AS (
     SELECT *
       FROM unnest($1::uuid[], $2::smallint[], $3::int[], $4::timestamptz[], $5::real[],
@@ -245,7 +257,8 @@ WITH o AS (
 ), updated AS (
     UPDATE deliveries d
        SET status = o.new_status,
-           attempts = greatest(d.attempts, o.attempt),
+           attempts = CASE WHEN o.outcome IS NULL AND o.new_status <> 'delivered'
+                           THEN d.attempts ELSE greatest(d.attempts, o.attempt) END,
            last_error = CASE WHEN o.outcome IS NULL THEN d.last_error ELSE o.error END,
            last_status_code = coalesce(o.status_code, d.last_status_code),
            next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at),
@@ -258,7 +271,7 @@ WITH o AS (
       FROM o
      WHERE d.notification_id = o.notification_id AND d.position = o.position
        AND (d.status <> 'delivered' OR o.new_status = 'delivered')
-       AND (o.new_status = 'delivered' OR d.status NOT IN ('cancelled', 'failed'))
+       AND (o.new_status = 'delivered' OR d.status NOT IN ('cancelled', 'failed', 'expired'))
  RETURNING d.notification_id, d.position, d.status, d.next_attempt_at, o.attempt
 ), retries AS (
     INSERT INTO outbox (notification_id, position, attempt, due_at, partition_key)
@@ -277,6 +290,65 @@ SELECT k.notification_id, k.position, k.attempt, k.due_at, n.partition_key
        AS k(notification_id, position, attempt, due_at)
   JOIN notifications n ON n.id = k.notification_id
  WHERE n.deleted_at IS NULL;
+
+-- name: reschedule_deliveries --
+-- A PATCH's first step: the notification's deliveries, locked (in the order the recorder locks:
+-- deliveries before their notification), with what tells whether any has started: an attempt
+-- row, or a live Postgres lease. No rows: no such notification (for this client).
+SELECT d.position, d.status, d.attempts, d.next_attempt_at,
+       d.claimed_until IS NOT NULL AND d.claimed_until > now() AS leased,
+       EXISTS (SELECT 1 FROM delivery_attempts a
+                WHERE a.notification_id = d.notification_id AND a.position = d.position) AS tried
+  FROM deliveries d
+  JOIN notifications n ON n.id = d.notification_id
+ WHERE d.notification_id = $1 AND ($2::text IS NULL OR n.client_id = $2)
+ ORDER BY d.position
+   FOR UPDATE OF d;
+
+-- name: reschedule_notification --
+SELECT id, deleted_at, expires_at, scheduled_at, routed_at
+  FROM notifications
+ WHERE id = $1
+   FOR UPDATE;
+
+-- name: reschedule --
+-- Moves a notification none of whose deliveries has started to $2 (NULL: now), due at $3, in
+-- one statement: the notification's schedule, its outbox rows (due_at only: the partition key
+-- stays, so the same poller takes them), its deliveries (scheduled when $3 is ahead, else
+-- pending). A routed delivery with no outbox row has its job on the bus already (a poller
+-- published it within its horizon, or the router at once): moved earlier than that job's time,
+-- it gets an outbox row at the new time too (the delivery claim stops a second send); moved
+-- later, the worker that holds the job sends it back for the new time when it comes due.
+WITH n AS (
+    UPDATE notifications
+       SET scheduled_at = $2::timestamptz, updated_at = now()
+     WHERE id = $1
+ RETURNING id, partition_key, routed_at
+), moved AS (
+    UPDATE outbox
+       SET due_at = $3::timestamptz
+     WHERE notification_id = $1
+ RETURNING position
+), d AS (
+    UPDATE deliveries d
+       SET next_attempt_at = $3,
+           status = CASE WHEN $3 > now() THEN 'scheduled' ELSE 'pending' END,
+           updated_at = now()
+      FROM deliveries was
+     WHERE d.notification_id = $1
+       AND was.notification_id = d.notification_id AND was.position = d.position
+       AND d.status IN ('scheduled', 'pending')
+ RETURNING d.position, d.attempts, was.next_attempt_at AS was_due
+), queued AS (
+    INSERT INTO outbox (notification_id, position, attempt, due_at, partition_key)
+    SELECT $1, d.position, d.attempts + 1, $3, n.partition_key
+      FROM d CROSS JOIN n
+     WHERE n.routed_at IS NOT NULL
+       AND $3 < d.was_due
+       AND d.position NOT IN (SELECT position FROM moved)
+ RETURNING 1
+)
+SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM queued) AS queued;
 
 -- name: attempts_of --
 SELECT a.position, a.attempt, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error,

@@ -19,7 +19,7 @@ from notifi.bus import MemoryBus
 from notifi.claims import Claim
 from notifi.destinations.base import Outcome, Sender, SendResult
 from notifi.hosts import HostGate
-from notifi.model import DeliveryJob, Notification
+from notifi.model import DeliveryJob, Notification, NotificationState
 from notifi.retry import RetryPolicy
 from notifi.runtime import ChildSpec, Mailbox, Supervisor
 from notifi.store import Finished
@@ -39,6 +39,8 @@ def job_row(
     title: str = "Deploy",
     body: str = "api is live",
     data: Mapping[str, Any] | None = None,
+    scheduled_at: datetime | None = None,
+    expires_at: datetime | None = None,
 ) -> dict[str, Any]:
     """A row as `Store.load_jobs` returns it."""
     now = datetime.now(UTC)
@@ -49,9 +51,10 @@ def job_row(
         "title": title,
         "body": body,
         "data": dict(data or {"service": "api"}),
-        "scheduled_at": None,
+        "scheduled_at": scheduled_at,
         "created_at": now,
         "deleted_at": deleted_at,
+        "expires_at": expires_at,
         "kind": kind,
         "destination": dict(destination or {"type": kind, "url": "https://hooks.example/x"}),
         "status": status,
@@ -60,12 +63,14 @@ def job_row(
 
 
 class FakeJobStore:
-    """The store as the delivery actors see it: loaded rows, deletions, recorded outcomes.
-    `down_for` makes the next calls raise `OSError` (Postgres away) that many times."""
+    """The store as the delivery actors see it: loaded rows, deletions, schedules moved since
+    the load (`scheduled`), recorded outcomes. `down_for` makes the next calls raise `OSError`
+    (Postgres away) that many times."""
 
     def __init__(self) -> None:
         self.rows: dict[Key, dict[str, Any]] = {}
         self.deleted: set[UUID] = set()
+        self.scheduled: dict[UUID, datetime | None] = {}
         self.finished: list[Finished] = []
         self.requeued: list[DeliveryJob] = []
         self.down_for = 0
@@ -86,9 +91,14 @@ class FakeJobStore:
         self._maybe_down("load_jobs")
         return {k: self.rows[k] for k in keys if k in self.rows}
 
-    async def is_deleted(self, notification_id: UUID) -> bool:
-        self._maybe_down("is_deleted")
-        return notification_id in self.deleted
+    async def state_of(self, notification_id: UUID) -> NotificationState:
+        self._maybe_down("state_of")
+        if notification_id in self.scheduled:
+            scheduled_at = self.scheduled[notification_id]
+        else:
+            rows = [r for (n, _), r in self.rows.items() if n == notification_id]
+            scheduled_at = rows[0]["scheduled_at"] if rows else None
+        return NotificationState(notification_id in self.deleted, scheduled_at)
 
     async def record(self, finished: Sequence[Finished], requeued: Sequence[DeliveryJob]) -> None:
         self._maybe_down("record")

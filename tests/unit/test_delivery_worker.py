@@ -1,7 +1,7 @@
 """The delivery worker on in-memory fakes: each path of one job (delivered, retried,
 exhausted, permanent, a sender that raises, busy and delivered claims, the host gate, the
-deletion re-check at due time, never early, a store outage, the quarantine) and what it
-records and publishes."""
+deletion re-check at due time, never early, a store outage, the quarantine, the expiry, a
+schedule a PATCH moved) and what it records and publishes."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from actors.delivery import Work
 from notifi import events
 from notifi.destinations.base import Outcome, SendResult
 from notifi.hosts import BUSY_RETRY_S
-from notifi.model import DeliveryStatus, Notification
+from notifi.model import DeliveryJob, DeliveryStatus, Notification
 from notifi.outcome import QUARANTINE_AFTER_CRASHES
 from tests.support.fake_delivery import (
     DeliveryHarness,
@@ -172,7 +173,7 @@ async def test_a_delete_before_the_due_time_prevents_the_send() -> None:
         h.store.deleted.add(row["notification_id"])
         await asyncio.wait_for(acked.wait(), 5)
         assert h.sender.sent == [] and h.store.finished == [] and h.store.requeued == []
-        assert "is_deleted" in h.store.calls
+        assert "state_of" in h.store.calls
 
 
 async def test_a_store_outage_at_the_deletion_check_is_waited_out() -> None:
@@ -181,7 +182,7 @@ async def test_a_store_outage_at_the_deletion_check_is_waited_out() -> None:
         h.store.down_for = 2
         acked = await h.submit(row, due_in_s=0.05)
         await asyncio.wait_for(acked.wait(), 5)
-        assert h.store.calls[:3] == ["is_deleted"] * 3
+        assert h.store.calls[:3] == ["state_of"] * 3
         assert h.store.finished_for(key(row)).new_status is DeliveryStatus.DELIVERED
     assert h.crashes == []
 
@@ -204,3 +205,157 @@ async def test_a_job_that_keeps_crashing_the_worker_is_quarantined() -> None:
         acked = await h.submit(other)
         await asyncio.wait_for(acked.wait(), 5)
         assert h.store.finished_for(key(other)).new_status is DeliveryStatus.DELIVERED
+
+
+# -- expiry ---------------------------------------------------------------------------------
+
+
+def expiring_in(seconds: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+async def test_a_job_past_its_expiry_ends_expired_without_an_attempt() -> None:
+    async with DeliveryHarness() as h:
+        row = job_row(expires_at=expiring_in(-1))
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.sender.sent == [] and h.store.requeued == []
+        f = h.store.finished_for(key(row))
+        assert f.new_status is DeliveryStatus.EXPIRED
+        assert f.started_at is None and f.outcome is None  # no attempt is recorded
+        assert await h.events() == []
+    assert h.crashes == []
+
+
+async def test_the_due_time_wait_never_waits_past_the_expiry() -> None:
+    async with DeliveryHarness() as h:
+        expires_at = expiring_in(0.2)
+        row = job_row(expires_at=expires_at)
+        acked = await h.submit(row, due_in_s=30)
+        await asyncio.wait_for(acked.wait(), 5)  # long before the due time
+        assert datetime.now(UTC) >= expires_at
+        assert h.sender.sent == []
+        assert h.store.finished_for(key(row)).new_status is DeliveryStatus.EXPIRED
+
+
+async def test_a_retry_that_would_start_after_the_expiry_ends_expired() -> None:
+    sender = ScriptedSender([SendResult(Outcome.RETRY, 503, "HTTP 503")])
+    async with DeliveryHarness({"webhook": sender}) as h:  # schedule [1, 5]: next in 1 s
+        row = job_row(expires_at=expiring_in(0.5))
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        [_] = sender.sent  # the attempt itself began before the expiry
+        f = h.store.finished_for(key(row))
+        assert f.new_status is DeliveryStatus.EXPIRED and f.next_attempt_at is None
+        assert f.outcome == "retry" and f.status_code == 503  # the attempt is recorded
+        assert h.claims.released == [(key(row), "token-1")]
+
+
+async def test_a_retry_before_the_expiry_is_scheduled() -> None:
+    sender = ScriptedSender([SendResult(Outcome.RETRY, 503, "HTTP 503")])
+    async with DeliveryHarness({"webhook": sender}) as h:
+        row = job_row(expires_at=expiring_in(60))
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        f = h.store.finished_for(key(row))
+        assert f.new_status is DeliveryStatus.DELIVERING and f.next_attempt_at is not None
+
+
+async def test_a_deferral_behind_an_open_breaker_is_due_no_later_than_the_expiry() -> None:
+    host_gate = gate(failure_threshold=1, cooldown_s=30)
+    assert host_gate.admit("hooks.example") is None
+    host_gate.release("hooks.example", host_failed=True)  # the breaker opens for 30 s
+    async with DeliveryHarness(host_gate=host_gate) as h:
+        expires_at = expiring_in(5)
+        row = job_row(expires_at=expires_at)
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        [later] = h.store.requeued
+        assert later.due_at == expires_at  # whoever takes it then ends it expired
+        assert h.sender.sent == [] and h.store.finished == []
+
+
+async def test_a_busy_claim_sends_the_job_back_no_later_than_the_expiry() -> None:
+    claims = FakeClaims()
+    async with DeliveryHarness(claims=claims, claim_ttl_s=30) as h:
+        expires_at = expiring_in(3)
+        row = job_row(expires_at=expires_at)
+        claims.holders[key(row)] = "someone-else"
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        [later] = h.store.requeued
+        assert later.due_at == expires_at
+
+
+class SlowClaims(FakeClaims):
+    """Claims that take `delay_s` to answer (Redis away, the Postgres fallback slow)."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+
+    async def claim(self, item: tuple) -> object:
+        await asyncio.sleep(self.delay_s)
+        return await super().claim(item)
+
+
+async def test_the_expiry_is_checked_again_after_a_slow_claim() -> None:
+    claims = SlowClaims(0.3)
+    async with DeliveryHarness(claims=claims) as h:
+        row = job_row(expires_at=expiring_in(0.1))
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.sender.sent == []
+        assert h.store.finished_for(key(row)).new_status is DeliveryStatus.EXPIRED
+        assert h.claims.released == [(key(row), "token-1")]  # the claim it took is let go
+
+
+# -- moved schedules (PATCH) ----------------------------------------------------------------
+
+
+async def test_a_job_loaded_after_its_schedule_moved_later_goes_back_for_the_new_time() -> None:
+    async with DeliveryHarness() as h:
+        new_time = datetime.now(UTC) + timedelta(hours=1)
+        row = job_row(scheduled_at=new_time)  # the job below is due now: published earlier
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.sender.sent == [] and h.store.finished == []
+        [later] = h.store.requeued
+        assert later.key == key(row) and later.due_at == new_time and later.attempt == 1
+
+
+async def test_a_schedule_moved_later_while_the_job_waits_is_not_sent_at_the_old_time() -> None:
+    async with DeliveryHarness() as h:
+        row = job_row()
+        acked = await h.submit(row, due_in_s=0.3)
+        new_time = datetime.now(UTC) + timedelta(hours=1)
+        h.store.scheduled[row["notification_id"]] = new_time  # a PATCH, after the load
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.sender.sent == [] and h.store.finished == []
+        [later] = h.store.requeued
+        assert later.due_at == new_time
+        assert "state_of" in h.store.calls
+
+
+async def test_a_schedule_moved_earlier_or_to_now_still_sends_at_the_jobs_time() -> None:
+    async with DeliveryHarness() as h:
+        row = job_row(scheduled_at=datetime.now(UTC) + timedelta(seconds=0.3))
+        acked = await h.submit(row, due_in_s=0.3)
+        h.store.scheduled[row["notification_id"]] = None  # moved to now: never early, though
+        await asyncio.wait_for(acked.wait(), 5)
+        [sent] = h.sender.sent
+        assert sent.at >= h.store.finished_for(key(row)).job.due_at
+        assert h.store.requeued == []
+
+
+async def test_a_job_that_waited_long_for_its_turn_is_rechecked() -> None:
+    async with DeliveryHarness() as h:
+        row = job_row()
+        h.store.add(row)
+        h.store.deleted.add(row["notification_id"])  # deleted after the (old) load
+        loaded_at = datetime.now(UTC) - timedelta(seconds=1)
+        job = DeliveryJob(row["notification_id"], 0, 1, loaded_at)
+        acked = asyncio.Event()
+        await h.work.put(Work(job, row, "token-1", acked.set, loaded_at))
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.sender.sent == [] and h.store.finished == []

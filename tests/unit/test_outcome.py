@@ -1,5 +1,6 @@
 """The decision after one attempt (notifi.outcome.decide), table by table: delivered, retried
-on the schedule (and Retry-After), exhausted, permanent; and the quarantine threshold."""
+on the schedule (and Retry-After), exhausted, permanent, expired; the quarantine threshold; and
+the worker's small decisions about expiry, deferral and moved schedules."""
 
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ from notifi import events
 from notifi.destinations.base import Outcome, SendResult
 from notifi.model import OPEN_STATUSES, DeliveryJob, DeliveryStatus
 from notifi.outcome import (
+    EXPIRED,
     QUARANTINE_AFTER_CRASHES,
     QUARANTINED,
     Decision,
     FailureReason,
     crash_result,
     decide,
+    is_expired,
+    moved_later,
+    not_after,
     should_quarantine,
 )
 from notifi.retry import RetryPolicy
@@ -107,6 +112,7 @@ def test_quarantine_fails_the_delivery_with_its_own_reason() -> None:
         (DeliveryStatus.DELIVERED, False),
         (DeliveryStatus.FAILED, False),
         (DeliveryStatus.CANCELLED, False),
+        (DeliveryStatus.EXPIRED, False),
     ],
 )
 def test_open_statuses(status: DeliveryStatus, open_: bool) -> None:
@@ -116,3 +122,75 @@ def test_open_statuses(status: DeliveryStatus, open_: bool) -> None:
 def test_a_job_sent_back_later_keeps_its_attempt() -> None:
     later = job(2).later(at(30))
     assert later == DeliveryJob(UUID(int=7), 0, 2, at(30))
+
+
+@pytest.mark.parametrize(
+    ("attempt", "result", "expires_in_s", "expected"),
+    [
+        # no expiry: as ever
+        (1, SendResult(Outcome.RETRY, 503), None, retry_at(1)),
+        # the next attempt would start before the expiry: retried
+        (1, SendResult(Outcome.RETRY, 503), 1.001, retry_at(1)),
+        (2, SendResult(Outcome.RETRY, 503), 60, retry_at(5)),
+        # at or after it: the delivery ends expired instead of being scheduled
+        (1, SendResult(Outcome.RETRY, 503), 1, EXPIRED),
+        (2, SendResult(Outcome.RETRY, 503), 4.9, EXPIRED),
+        (1, SendResult(Outcome.RETRY, 429, retry_after_s=60), 30, EXPIRED),
+        # already past: expired too (the attempt itself began before it)
+        (1, SendResult(Outcome.RETRY, 503), -1, EXPIRED),
+        # delivered, permanent and exhausted are what they are, expiry or not
+        (1, SendResult(Outcome.DELIVERED, 200), -1, DELIVERED),
+        (1, SendResult(Outcome.PERMANENT, 404), 0.5, FAILED_PERMANENT),
+        (4, SendResult(Outcome.RETRY, 503), 0.5, FAILED_EXHAUSTED),
+    ],
+)  # fmt: skip
+def test_decide_with_an_expiry(
+    attempt: int, result: SendResult, expires_in_s: float | None, expected: Decision
+) -> None:
+    expires_at = None if expires_in_s is None else at(expires_in_s)
+    decision = decide(job(attempt), result, POLICY, NOW, rand=lambda: 0.5, expires_at=expires_at)
+    assert decision == expected
+
+
+def test_expired_is_its_own_status_without_an_attempt_or_failure() -> None:
+    assert EXPIRED.status is DeliveryStatus.EXPIRED
+    assert EXPIRED.next_attempt_at is None and EXPIRED.failure is None and not EXPIRED.retry
+
+
+@pytest.mark.parametrize(
+    ("expires_in_s", "expired"),
+    [(None, False), (0.001, False), (0, True), (-5, True)],
+)
+def test_is_expired_at_and_after_the_expiry(expires_in_s: float | None, expired: bool) -> None:
+    expires_at = None if expires_in_s is None else at(expires_in_s)
+    assert is_expired(expires_at, NOW) is expired
+
+
+@pytest.mark.parametrize(
+    ("due_in_s", "expires_in_s", "expected_in_s"),
+    [(30, None, 30), (30, 60, 30), (30, 10, 10), (30, 30, 30)],
+)
+def test_a_deferral_is_due_no_later_than_the_expiry(
+    due_in_s: float, expires_in_s: float | None, expected_in_s: float
+) -> None:
+    expires_at = None if expires_in_s is None else at(expires_in_s)
+    assert not_after(at(due_in_s), expires_at) == at(expected_in_s)
+
+
+@pytest.mark.parametrize(
+    ("scheduled_in_s", "expected_in_s"),
+    [
+        (None, None),  # moved to now (or never scheduled)
+        (-60, None),  # earlier: the job is late, not early
+        (-1, None),  # exactly its own time
+        (-1 + 0.0005, None),  # within the tolerance of a time that went through a message
+        (0, 0),  # later than the job's due time: moved
+        (3600, 3600),
+    ],
+)
+def test_a_job_published_for_an_older_schedule_is_moved(
+    scheduled_in_s: float | None, expected_in_s: float | None
+) -> None:
+    scheduled_at = None if scheduled_in_s is None else at(scheduled_in_s)
+    expected = None if expected_in_s is None else at(expected_in_s)
+    assert moved_later(job(1), scheduled_at) == expected  # job(1) is due at NOW - 1 s
