@@ -169,13 +169,17 @@ class DeliveryConsumer(ConsumingActor[DeliveryJob]):
 
 
 def destination_host(row: Mapping[str, Any]) -> str:
-    """The host a delivery talks to, for the per-host bound and breaker."""
+    """The server a delivery talks to, for the per-host bound and breaker: host and port, since
+    one host often runs unrelated services on different ports (a dead one must not pause the
+    others)."""
     destination = row["destination"]
     if "url" in destination:
         try:
-            return urlsplit(str(destination["url"])).hostname or ""
+            parts = urlsplit(str(destination["url"]))
+            port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:  # a malformed URL: the sender ends the job, the gate has no host
             return ""
+        return f"{parts.hostname or ''}:{port}"
     return str(row["kind"])  # channels without a URL share one server (e.g. the SMTP relay)
 
 

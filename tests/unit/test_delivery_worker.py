@@ -132,8 +132,8 @@ async def test_an_already_delivered_claim_is_skipped_and_recorded_delivered() ->
 
 async def test_an_open_breaker_defers_the_job_to_the_outbox() -> None:
     host_gate = gate(failure_threshold=1, cooldown_s=30)
-    assert host_gate.admit("hooks.example") is None
-    host_gate.release("hooks.example", host_failed=True)  # the breaker opens
+    assert host_gate.admit("hooks.example:443") is None
+    host_gate.release("hooks.example:443", host_failed=True)  # the breaker opens
     async with DeliveryHarness(host_gate=host_gate) as h:
         row = job_row()
         acked = await h.submit(row)
@@ -145,7 +145,7 @@ async def test_an_open_breaker_defers_the_job_to_the_outbox() -> None:
 
 async def test_a_host_at_its_bound_defers_after_a_short_wait() -> None:
     host_gate = gate(max_in_flight=1)
-    assert host_gate.admit("hooks.example") is None  # the one slot is taken
+    assert host_gate.admit("hooks.example:443") is None  # the one slot is taken
     async with DeliveryHarness(host_gate=host_gate) as h:
         row = job_row()
         before = datetime.now(UTC)
@@ -263,8 +263,8 @@ async def test_a_retry_before_the_expiry_is_scheduled() -> None:
 
 async def test_a_deferral_behind_an_open_breaker_is_due_no_later_than_the_expiry() -> None:
     host_gate = gate(failure_threshold=1, cooldown_s=30)
-    assert host_gate.admit("hooks.example") is None
-    host_gate.release("hooks.example", host_failed=True)  # the breaker opens for 30 s
+    assert host_gate.admit("hooks.example:443") is None
+    host_gate.release("hooks.example:443", host_failed=True)  # the breaker opens for 30 s
     async with DeliveryHarness(host_gate=host_gate) as h:
         expires_at = expiring_in(5)
         row = job_row(expires_at=expires_at)
