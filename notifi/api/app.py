@@ -497,6 +497,9 @@ def build_app(ctx: ApiContext, max_bulk_body_bytes: int = 4 << 20) -> web.Applic
     app.router.add_delete("/api/notifications/{id}", delete_notification)
     app.router.add_get("/api/notifications/{id}/attempts", list_attempts, allow_head=False)
     app.router.add_post("/api/notifications/{id}/retry", retry_notification)
+    from notifi.api.reschedule import reschedule_notification  # imports this module: here
+
+    app.router.add_patch("/api/notifications/{id}", reschedule_notification)
     app.router.add_get("/api/openapi.json", openapi_document, allow_head=False)
     add_health_routes(app, ctx.ready)
     __import__("notifi.api.console").api.console.add_console_routes(app)  # lazy: it imports us

@@ -218,6 +218,38 @@ def openapi(validator: Validator) -> dict[str, Any]:
                             "404": missing,
                         },
                     },
+                    "patch": {
+                        "operationId": "rescheduleNotification",
+                        "description": "Moves a notification none of whose deliveries has "
+                        "started (each still scheduled, or pending and never attempted) to a new "
+                        "scheduled_at (null: now): never sent before the new time, nor at the "
+                        "old one when the new one is later. Same limits as at submit, and before "
+                        "the notification's expiry.",
+                        "requestBody": {
+                            "required": True,
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/RescheduleRequest"}
+                                }
+                            },
+                        },
+                        "responses": {
+                            "200": _json("Notification", "Moved."),
+                            "400": bad,
+                            "404": missing,
+                            "409": _problem(
+                                "A delivery has started (attempted, being attempted, or ended) "
+                                "or the notification was deleted; `detail` says which "
+                                "destination, `destination` holds its position and status."
+                            ),
+                            **{k: v for k, v in _BODY_ERRORS.items() if k != "503"},
+                            "422": _problem(
+                                "scheduled_at is not an RFC 3339 date-time with an offset, is "
+                                "too far ahead, or is not before the notification's expiry; or "
+                                "the body has another field. `errors` points at the field."
+                            ),
+                        },
+                    },
                     "delete": {
                         "operationId": "deleteNotification",
                         "responses": {
@@ -280,6 +312,7 @@ def openapi(validator: Validator) -> dict[str, Any]:
                         for kind, schema in schemas.destination_schemas().items()
                     },
                     "NamedDestination": schemas.named_destination(),
+                    "RescheduleRequest": schemas.reschedule_request(),
                     "Notification": schemas.notification(),
                     "NotificationPage": {
                         "type": "object",

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from notifi.model import NewNotification
+from notifi.model import OPEN_STATUSES, NewNotification
 
 
 def _destination(given: Mapping[str, Any]) -> dict[str, Any]:
@@ -29,9 +29,7 @@ def delivery(row: Mapping[str, Any]) -> dict[str, Any]:
         "attempts": row["attempts"],
         "last_error": row["last_error"],
         "last_status_code": row["last_status_code"],
-        "next_attempt_at": row["next_attempt_at"]
-        if row["status"] in ("pending", "scheduled", "delivering")
-        else None,
+        "next_attempt_at": row["next_attempt_at"] if row["status"] in OPEN_STATUSES else None,
         "delivered_at": row["delivered_at"],
         "updated_at": row["updated_at"],
     }
@@ -59,6 +57,7 @@ def notification(row: Mapping[str, Any]) -> dict[str, Any]:
         "body": row["body"],
         "data": row["data"],
         "scheduled_at": row["scheduled_at"],
+        "expires_at": row.get("expires_at"),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
         "deleted_at": row["deleted_at"],
@@ -79,6 +78,7 @@ def accepted(n: NewNotification) -> dict[str, Any]:
             "body": n.body,
             "data": n.data,
             "scheduled_at": n.scheduled_at,
+            "expires_at": n.expires_at,
             "created_at": n.created_at,
             "updated_at": n.created_at,
             "deleted_at": None,

@@ -11,6 +11,20 @@ from notifi.api import headers
 if TYPE_CHECKING:
     from notifi.api.limits import Limits
 
+MAX_SCHEDULE_AHEAD_DAYS = 366  # scheduled_at at most this far ahead (at submit and at PATCH)
+MAX_TTL_S = 366 * 86_400  # a ttl of at most 366 days
+MAX_EXPIRY_AHEAD_DAYS = 2 * 366  # expires_at at most this far ahead: the latest schedule + ttl
+
+
+def scheduled_at() -> dict[str, Any]:
+    return {
+        "type": ["string", "null"],
+        "format": "date-time",
+        "maxLength": 64,
+        "description": "RFC 3339 with an offset; absent, null or past means now; at most "
+        f"{MAX_SCHEDULE_AHEAD_DAYS} days ahead, and before expires_at when there is one.",
+    }
+
 
 def url() -> dict[str, Any]:
     return {
@@ -130,11 +144,21 @@ def create_request(limits: Limits) -> dict[str, Any]:
                 f"{limits.max_data_bytes} bytes as JSON, and objects and arrays nested at most "
                 f"{limits.max_data_depth} levels deep (data itself is level 1).",
             },
-            "scheduled_at": {
+            "scheduled_at": scheduled_at(),
+            "expires_at": {
                 "type": ["string", "null"],
                 "format": "date-time",
                 "maxLength": 64,
-                "description": "RFC 3339 with an offset; absent, null or past means now.",
+                "description": "RFC 3339 with an offset, in the future, at most "
+                f"{MAX_EXPIRY_AHEAD_DAYS} days ahead: no attempt starts at or after it, and "
+                "deliveries still open then end expired (retries stop). Not with ttl.",
+            },
+            "ttl": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "maximum": MAX_TTL_S,
+                "description": "Seconds from acceptance after which the notification expires "
+                "(as expires_at). Not with expires_at.",
             },
             "destinations": {
                 "type": "array",
@@ -164,6 +188,27 @@ def bulk_request(max_bulk: int) -> dict[str, Any]:
     }
 
 
+DELIVERY_STATUSES = [
+    "pending",
+    "scheduled",
+    "delivering",
+    "delivered",
+    "failed",
+    "cancelled",
+    "expired",
+]
+
+
+def reschedule_request() -> dict[str, Any]:
+    """PATCH /api/notifications/{id}: the one field that may change."""
+    return {
+        "type": "object",
+        "required": ["scheduled_at"],
+        "additionalProperties": False,
+        "properties": {"scheduled_at": scheduled_at()},
+    }
+
+
 def published_destination() -> dict[str, Any]:
     """What the API shows of a destination: secrets and header values never leave."""
     return {
@@ -175,9 +220,7 @@ def published_destination() -> dict[str, Any]:
             "name": {"type": "string"},
             "url": {"type": "string"},
             "has_secret": {"type": "boolean"},
-            "status": {
-                "enum": ["pending", "scheduled", "delivering", "delivered", "failed", "cancelled"]
-            },
+            "status": {"enum": DELIVERY_STATUSES},
             "attempts": {"type": "integer"},
             "last_error": {"type": ["string", "null"]},
             "last_status_code": {"type": ["integer", "null"]},
@@ -196,6 +239,7 @@ NOTIFICATION_STATUSES = [
     "partially_failed",
     "failed",
     "cancelled",
+    "expired",
 ]
 
 
@@ -211,6 +255,7 @@ def notification() -> dict[str, Any]:
             "body": {"type": "string"},
             "data": {"type": "object"},
             "scheduled_at": stamp,
+            "expires_at": stamp,
             "created_at": {"type": "string", "format": "date-time"},
             "updated_at": {"type": "string", "format": "date-time"},
             "deleted_at": stamp,

@@ -18,6 +18,7 @@ import fastjsonschema
 import orjson
 from uuid_utils.compat import uuid7
 
+from notifi import lifecycle
 from notifi.api import headers, schemas
 from notifi.api.limits import Limits
 from notifi.destinations.email import address_error, recipients
@@ -27,7 +28,8 @@ from notifi.errors import InvalidRequest
 from notifi.model import NewNotification
 from notifi.settings import SettingsError
 
-MAX_SCHEDULE_AHEAD = timedelta(days=366)
+MAX_SCHEDULE_AHEAD = timedelta(days=schemas.MAX_SCHEDULE_AHEAD_DAYS)
+MAX_EXPIRY_AHEAD = timedelta(days=schemas.MAX_EXPIRY_AHEAD_DAYS)
 
 
 def _pointer(path: list[str], *more: str) -> str:
@@ -149,6 +151,7 @@ class Validator:
         self._check_request = fastjsonschema.compile(schemas.create_request(limits))
         self._check_named = fastjsonschema.compile(schemas.named_destination())
         self._check_bulk = fastjsonschema.compile(schemas.bulk_request(limits.max_bulk))
+        self._check_reschedule = fastjsonschema.compile(schemas.reschedule_request())
         self._check_destination: dict[str, Callable[[Any], Any]] = {
             kind: fastjsonschema.compile(schema)
             for kind, schema in schemas.destination_schemas().items()
@@ -189,6 +192,8 @@ class Validator:
                 f"data is larger than {self.limits.max_data_bytes} bytes as JSON",
                 pointer=f"{prefix}/data",
             )
+        scheduled_at = _date(body.get("scheduled_at"), "scheduled_at", now, prefix)
+        expires_at = _expiry(body, scheduled_at, now, prefix)
         destinations = [
             self._resolve(d, f"{prefix}/destinations/{i}")
             for i, d in enumerate(body["destinations"])
@@ -201,10 +206,11 @@ class Validator:
             title=body.get("title") or "",
             body=body["body"],
             data=data,
-            scheduled_at=self._scheduled_at(body.get("scheduled_at"), now, prefix),
+            scheduled_at=scheduled_at,
             partition_key=random.randrange(self._partitions),
             destinations=destinations,
             created_at=now,
+            expires_at=expires_at,
         )
 
     def bulk(self, body: Any) -> list[Any]:
@@ -215,28 +221,14 @@ class Validator:
             raise _schema_problem(exc, "") from None
         return body["notifications"]
 
-    def _scheduled_at(self, value: str | None, now: datetime, prefix: str) -> datetime | None:
-        if value is None:
-            return None
-        pointer = f"{prefix}/scheduled_at"
+    def reschedule(self, body: Any, now: datetime | None = None) -> datetime | None:
+        """The new time of a PATCH (None: now). Whether it is before the notification's expiry
+        is the store's to say: it holds the notification."""
         try:
-            when = datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidRequest(
-                f"scheduled_at {value!r} is not an RFC 3339 date-time", pointer=pointer
-            ) from None
-        if "T" not in value.upper() or when.tzinfo is None:
-            raise InvalidRequest(
-                "scheduled_at must be an RFC 3339 date-time with an offset, "
-                "such as 2026-11-24T18:00:00Z",
-                pointer=pointer,
-            )
-        if when - now > MAX_SCHEDULE_AHEAD:
-            raise InvalidRequest(
-                f"scheduled_at may be at most {MAX_SCHEDULE_AHEAD.days} days ahead",
-                pointer=pointer,
-            )
-        return when.astimezone(UTC)
+            self._check_reschedule(body)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise _schema_problem(exc, "") from None
+        return _date(body["scheduled_at"], "scheduled_at", now or datetime.now(UTC), "")
 
     def _resolve(self, given: dict[str, Any], pointer: str) -> dict[str, Any]:
         if "name" in given:
@@ -277,6 +269,59 @@ class Validator:
                 if (error := address_error(address)) is not None:
                     raise InvalidRequest(f"to: {error}", pointer=f"{pointer}/to")
         return given
+
+
+def _date(
+    value: str | None,
+    name: str,
+    now: datetime,
+    prefix: str,
+    ahead: timedelta = MAX_SCHEDULE_AHEAD,
+) -> datetime | None:
+    """An RFC 3339 date-time with an offset, at most `ahead` of `now`, in UTC; None for None."""
+    if value is None:
+        return None
+    pointer = f"{prefix}/{name}"
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"{name} {value!r} is not an RFC 3339 date-time", pointer=pointer
+        ) from None
+    if "T" not in value.upper() or when.tzinfo is None:
+        raise InvalidRequest(
+            f"{name} must be an RFC 3339 date-time with an offset, such as 2026-11-24T18:00:00Z",
+            pointer=pointer,
+        )
+    if when - now > ahead:
+        raise InvalidRequest(f"{name} may be at most {ahead.days} days ahead", pointer=pointer)
+    return when.astimezone(UTC)
+
+
+def _expiry(
+    body: Mapping[str, Any], scheduled_at: datetime | None, now: datetime, prefix: str
+) -> datetime | None:
+    """When the notification expires (from expires_at, or ttl seconds from now), checked: in
+    the future, and after the time it is due."""
+    given, ttl = body.get("expires_at"), body.get("ttl")
+    if given is not None and ttl is not None:
+        raise InvalidRequest("give expires_at or ttl, not both", pointer=f"{prefix}/ttl")
+    if ttl is not None:
+        expires_at, source = now + timedelta(seconds=int(ttl)), "ttl"
+    else:
+        expires_at = _date(given, "expires_at", now, prefix, MAX_EXPIRY_AHEAD)
+        if expires_at is None:
+            return None
+        if expires_at <= now:
+            raise InvalidRequest("expires_at is not in the future", pointer=f"{prefix}/expires_at")
+        source = "expires_at"
+    if lifecycle.due_at(scheduled_at, now) >= expires_at:
+        raise InvalidRequest(
+            f"scheduled_at must be before the expiry ({source} makes it "
+            f"{expires_at.isoformat()}): no attempt starts at or after it",
+            pointer=f"{prefix}/scheduled_at",
+        )
+    return expires_at
 
 
 def check_named_destinations(named: Mapping[str, Mapping[str, Any]]) -> None:

@@ -1,0 +1,65 @@
+"""The REST API in process on the real store, for integration tests: an accept writer on a
+memory bus, an authenticator of the test's choice (default: service tokens for the clients
+below), and an aiohttp test client."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from actors.api import AcceptWriter, submit
+from notifi.api.app import ApiContext, build_app
+from notifi.api.limits import Limits
+from notifi.api.validation import Validator
+from notifi.auth import Authenticator, TokenAuth
+from notifi.bus import MemoryBus
+from notifi.runtime import Mailbox
+from notifi.store import Store
+
+CLIENTS = [
+    {"id": "alpha", "secret_sha256": hashlib.sha256(b"alpha-secret").hexdigest()},
+    {"id": "beta", "secret_sha256": hashlib.sha256(b"beta-secret").hexdigest()},
+    {"id": "root", "secret_sha256": hashlib.sha256(b"root-secret").hexdigest(), "admin": True},
+    {
+        "id": "viewer",
+        "secret_sha256": hashlib.sha256(b"viewer-secret").hexdigest(),
+        "read_only": True,
+    },
+]
+
+
+def creds(client_id: str) -> dict[str, str]:
+    return {"CF-Access-Client-Id": client_id, "CF-Access-Client-Secret": f"{client_id}-secret"}
+
+
+@asynccontextmanager
+async def api_client(store: Store, auth: Authenticator | None = None) -> AsyncIterator[TestClient]:
+    bus = MemoryBus()
+    await bus.start()
+    inbox: Mailbox = Mailbox("accept", 100)
+    writer = AcceptWriter(inbox, store, bus, "t.notifications", batch=50, linger_s=0.001)
+    task = asyncio.create_task(writer.run())
+
+    async def ready() -> dict[str, bool]:
+        return {"postgres": True}
+
+    ctx = ApiContext(
+        store=store,
+        validator=Validator(Limits(5, 50, 500, 500, max_bulk=10), {}, 1024),
+        submit=lambda n: submit(inbox, n),
+        ready=ready,
+        default_page_size=50,
+        max_page_size=200,
+        auth=auth or TokenAuth(CLIENTS),
+    )
+    try:
+        async with TestClient(TestServer(build_app(ctx))) as client:
+            yield client
+    finally:
+        writer.request_stop()
+        task.cancel()
+        await bus.stop()
