@@ -1,7 +1,8 @@
 // The public API, called with the caller's own credentials. In `tokens` mode the service-token
 // pair lives in sessionStorage (this tab only) and goes out as the Cloudflare Access headers;
-// in `cloudflare` mode the browser's Access cookie makes Cloudflare add its JWT; in `none`
-// mode nothing is needed.
+// in `cloudflare` mode the browser's Access cookie makes Cloudflare add its JWT, and a service
+// token may be given instead (Access turns those headers into a JWT too); in `none` mode
+// nothing is needed.
 
 const KEY = "notifi.console.credentials";
 let mode = "none";
@@ -27,15 +28,16 @@ export function saveCredentials(id, secret) {
 }
 export function forgetCredentials() { sessionStorage.removeItem(KEY); }
 export function needsCredentials() { return mode === "tokens" && !credentials(); }
+export function usesCredentials() { return mode !== "none" && Boolean(credentials()); }
 
 export async function api(method, path, body) {
   const headers = { Accept: "application/json" };
-  if (mode === "tokens") {
-    const given = credentials();
-    if (!given) {
-      unauthorized(null);
-      throw new ApiError(401, { detail: "No credentials given." });
-    }
+  const given = mode === "none" ? null : credentials();
+  if (needsCredentials()) {
+    unauthorized(null);
+    throw new ApiError(401, { detail: "No credentials given." });
+  }
+  if (given) {
     headers["CF-Access-Client-Id"] = given.id;
     headers["CF-Access-Client-Secret"] = given.secret;
   }
@@ -48,8 +50,11 @@ export async function api(method, path, body) {
   const text = await response.text();
   let doc = null;
   try { doc = text ? JSON.parse(text) : null; } catch { doc = { detail: text.slice(0, 200) }; }
-  if (response.status === 401) {
-    if (mode === "tokens") forgetCredentials();
+  // Refused credentials are forgotten and asked for again. Behind Access, a person's own
+  // login is refused with 403 (the API takes service tokens only): offer the form then too.
+  const userRefused = response.status === 403 && mode === "cloudflare" && !given;
+  if (response.status === 401 || userRefused) {
+    forgetCredentials();
     unauthorized(doc);
   }
   if (!response.ok) throw new ApiError(response.status, doc);

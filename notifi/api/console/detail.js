@@ -31,7 +31,7 @@ function content(n) {
 
 function destinations(n) {
   return h("div", { class: "table-wrap" }, h("table", {},
-    h("caption", {}, "Destinations"),
+    h("caption", { class: "visually-hidden" }, "Destinations"),
     h("thead", {}, h("tr", {}, ["#", "Destination", "Status", "Attempts", "Last reply", "Last error", "Next attempt", "Delivered"]
       .map((c) => h("th", { scope: "col" }, c)))),
     h("tbody", {}, n.destinations.map((d) => h("tr", {},

@@ -21,12 +21,14 @@ export function replace(el, ...children) {
 }
 
 const STATUS_MARK = {
-  delivered: "✓", failed: "✕", partially_failed: "◐", cancelled: "⊘", expired: "⌛",
-  scheduled: "⏲", pending: "•", delivering: "→",
+  delivered: "✓", failed: "✕", partially_failed: "◐", cancelled: "⊘", expired: "⊗",
+  scheduled: "◷", pending: "•", delivering: "→",
 };
 
+// The mark is for the eye only; the words are what a screen reader says.
 export function badge(status) {
-  return h("span", { class: `badge s-${status}` }, `${STATUS_MARK[status] || ""} ${label(status)}`);
+  return h("span", { class: `badge s-${status}` },
+    h("span", { "aria-hidden": "true" }, STATUS_MARK[status] || "•"), ` ${label(status)}`);
 }
 
 export function label(status) { return String(status).replaceAll("_", " "); }
@@ -39,7 +41,15 @@ export function target(d) {
 export function when(iso) {
   if (!iso) return h("span", { class: "muted" }, "—");
   const at = new Date(iso);
-  return h("time", { datetime: iso, title: iso }, `${at.toLocaleString()} (${ago(at)})`);
+  return h("time", { datetime: iso, title: iso }, at.toLocaleString(), " ",
+    h("span", { class: "ago" }, `(${ago(at)})`));
+}
+
+// Keeps every shown "… ago" true while the page sits open (rows re-render only on change).
+export function refreshAges() {
+  for (const span of document.querySelectorAll("time > .ago")) {
+    span.textContent = `(${ago(new Date(span.parentElement.getAttribute("datetime")))})`;
+  }
 }
 
 export function ago(at) {

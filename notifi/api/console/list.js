@@ -25,7 +25,10 @@ function filtersForm(params, statuses) {
     for (const key of ["after", "before"]) if (form.get(key)) next.set(key, localToIso(form.get(key)));
     location.hash = `#/notifications${next.size ? `?${next}` : ""}`;
   };
-  return h("form", { class: "filters", onsubmit, "aria-label": "Filter notifications" },
+  // Open on a wide screen or when a filter is set; on a phone it starts folded.
+  const open = [...params.keys()].length > 0 || matchMedia("(min-width: 641px)").matches;
+  return h("details", { class: "filter-box", open }, h("summary", {}, "Filters"),
+    h("form", { class: "filters", onsubmit, "aria-label": "Filter notifications" },
     h("div", {}, select("status", "Status", statuses, params.get("status"))),
     h("div", {}, select("type", "Destination type", DESTINATION_TYPES, params.get("type"))),
     h("div", {}, h("label", { for: "after" }, "Created after"),
@@ -33,7 +36,7 @@ function filtersForm(params, statuses) {
     h("div", {}, h("label", { for: "before" }, "Created before"),
       h("input", { id: "before", name: "before", type: "datetime-local", value: isoToLocal(params.get("before")) })),
     h("div", { class: "buttons" }, h("button", { type: "submit" }, "Apply"),
-      h("a", { href: "#/notifications", class: "button quiet" }, "Clear")));
+      h("a", { href: "#/notifications", class: "button quiet" }, "Clear"))));
 }
 
 function searchForm() {

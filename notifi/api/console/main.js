@@ -2,7 +2,7 @@
 // between pages by the URL's hash (#/notifications, #/n/<id>, #/overview, #/destinations).
 
 import * as API from "./api.js";
-import { h, replace } from "./dom.js";
+import { h, refreshAges, replace } from "./dom.js";
 import { notificationsPage } from "./list.js";
 import { notificationPage } from "./detail.js";
 import { overviewPage } from "./overview.js";
@@ -34,9 +34,8 @@ function show() {
   }
   $("login").hidden = true;
   $("nav").hidden = false;
-  $("sign-out").hidden = API.getMode() !== "tokens";
-  const given = API.credentials();
-  $("who").textContent = API.getMode() === "tokens" && given ? `client ${given.id}` : "";
+  $("sign-out").hidden = !API.usesCredentials();
+  $("who").textContent = API.usesCredentials() ? `client ${API.credentials().id}` : "";
   const current = route();
   for (const link of $("nav").querySelectorAll("a")) {
     const page = link.getAttribute("href").slice(2);
@@ -90,13 +89,12 @@ async function start() {
   } catch { meta.statuses = null; }
   API.onUnauthorized((problem) => {
     const detail = problem && problem.detail ? ` (${problem.detail})` : "";
-    askForCredentials(API.getMode() === "tokens" && problem
-      ? `Those credentials were refused${detail}.`
-      : problem ? `Not signed in${detail}.` : "");
+    askForCredentials(problem ? `Refused${detail}. Give a service token's id and secret.` : "");
   });
   $("login").addEventListener("submit", signIn);
   $("sign-out").addEventListener("click", () => { API.forgetCredentials(); show(); });
   window.addEventListener("hashchange", () => { show(); $("main").focus(); });
+  setInterval(refreshAges, 5000);
   show();
 }
 

@@ -3,7 +3,7 @@
 // (its largest page size); "at least" marks a page that was full.
 
 import { api, query } from "./api.js";
-import { every, h, replace } from "./dom.js";
+import { every, h, label, replace } from "./dom.js";
 
 const REFRESH_MS = 10000;
 const WINDOWS = { "1 hour": 3600, "24 hours": 86400, "7 days": 604800 };
@@ -22,6 +22,7 @@ export function overviewPage(section, { params, meta }) {
   const tiles = h("div", { class: "tiles", "aria-live": "polite" });
   const error = h("p", { class: "error", role: "alert" });
   const limit = meta.max_page_size;
+  let shown = "";
 
   const count = async (filters) => {
     const page = await api("GET", `/api/notifications${query({ ...filters, limit })}`);
@@ -30,23 +31,26 @@ export function overviewPage(section, { params, meta }) {
 
   async function refresh() {
     const since = new Date(Date.now() - WINDOWS[chosen] * 1000).toISOString();
-    const [all, delivered, failed, partial, scheduled] = await Promise.all([
+    const ended = ["delivered", "failed", "partially_failed"];
+    if ((meta.statuses || []).includes("expired")) ended.push("expired");
+    const [all, scheduled, ...counts] = await Promise.all([
       count({ created_after: since }),
-      count({ created_after: since, status: "delivered" }),
-      count({ created_after: since, status: "failed" }),
-      count({ created_after: since, status: "partially_failed" }),
       count({ status: "scheduled" }),
+      ...ended.map((status) => count({ created_after: since, status })),
     ]);
     const horizon = Date.now() + DUE_SOON_S * 1000;
     const dueSoon = scheduled.items.filter((n) => Date.parse(n.scheduled_at) <= horizon).length;
+    const figures = [
+      ["accepted", all.items.length, all.full],
+      ...ended.map((status, i) => [label(status), counts[i].items.length, counts[i].full]),
+      ["due within an hour", dueSoon, false,
+        scheduled.full ? `among the ${limit} newest scheduled` : "all scheduled counted"],
+    ];
     error.textContent = "";
-    replace(tiles,
-      tile("accepted", all.items.length, all.full),
-      tile("delivered", delivered.items.length, delivered.full),
-      tile("failed", failed.items.length, failed.full),
-      tile("partially failed", partial.items.length, partial.full),
-      tile("due within an hour", dueSoon, false,
-        scheduled.full ? `among the ${limit} newest scheduled` : "all scheduled counted"));
+    const signature = JSON.stringify(figures);
+    if (signature === shown) return; // unchanged: the live region stays quiet
+    shown = signature;
+    replace(tiles, figures.map((f) => tile(...f)));
   }
 
   const pick = h("select", { id: "window",
