@@ -195,7 +195,11 @@ def test_webhooks_end_delivered_or_failed(world: World, content: Content, header
         assert int(got.headers["Content-Length"]) == len(got.body)
         assert "Transfer-Encoding" not in got.headers
     else:
-        assert error.startswith("cannot send") or "internal error" in error, error
+        # A header line longer than the receiver reads (aiohttp: 8190 bytes) is its 400: a
+        # refusal by the receiver, not a crash; submit-time validation bounds values at 4096.
+        too_long = any(len(str(k)) + len(str(v)) + 2 > 8190 for k, v in headers.items())
+        refused = too_long and error.startswith("HTTP 400")
+        assert error.startswith("cannot send") or "internal error" in error or refused, error
 
 
 @FUZZ
