@@ -30,6 +30,7 @@ from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 
 from notifi import logs, metrics
 from notifi.api import resources
+from notifi.api.console import add_console_routes
 from notifi.api.health import add_health_routes
 from notifi.api.openapi import openapi
 from notifi.api.schemas import NOTIFICATION_STATUSES
@@ -502,5 +503,5 @@ def build_app(ctx: ApiContext, max_bulk_body_bytes: int = 4 << 20) -> web.Applic
     app.router.add_patch("/api/notifications/{id}", reschedule_notification)
     app.router.add_get("/api/openapi.json", openapi_document, allow_head=False)
     add_health_routes(app, ctx.ready)
-    __import__("notifi.api.console").api.console.add_console_routes(app)  # lazy: it imports us
+    add_console_routes(app, ctx)  # the web console at /console
     return app

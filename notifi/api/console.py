@@ -11,13 +11,16 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
 
-from notifi.api.app import CONTEXT, authenticate
 from notifi.auth import CloudflareAuth, NoAuth, TokenAuth
-from notifi.errors import NotFound
+from notifi.errors import MethodNotAllowed, NotFound, Problem
+
+if TYPE_CHECKING:  # app.py calls us; importing it back would make a cycle
+    from notifi.api.app import ApiContext
 
 PREFIX = "/console"
 FILES_DIR = Path(__file__).with_name("console")
@@ -78,6 +81,15 @@ def auth_mode(auth: object) -> str:
     return "tokens"  # an unknown kind: ask for credentials, the API's 401 says the rest
 
 
+def _problem(problem: Problem) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(problem.document()),
+        status=problem.status,
+        content_type="application/problem+json",
+        headers=SECURITY_HEADERS,
+    )
+
+
 def _respond(request: web.Request, file: StaticFile) -> web.Response:
     headers = {**SECURITY_HEADERS, "Cache-Control": CACHE_CONTROL, "ETag": file.etag}
     if file.etag in request.headers.get("If-None-Match", ""):
@@ -90,7 +102,7 @@ def _file_handler(files: dict[str, StaticFile]) -> Callable:
         name = request.match_info.get("name") or "index.html"
         file = files.get(name)
         if file is None:
-            raise NotFound("No console file has this name.", pointer="name")
+            return _problem(NotFound("No console file has this name.", pointer="name"))
         return _respond(request, file)
 
     return serve
@@ -100,15 +112,20 @@ async def _redirect(request: web.Request) -> web.Response:
     raise web.HTTPFound(f"{PREFIX}/")
 
 
-async def _config(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT]
-    body = {
-        "auth_mode": auth_mode(ctx.auth),
-        "page_size": ctx.default_page_size,
-        "max_page_size": ctx.max_page_size,
-    }
+def _config_handler(ctx: ApiContext) -> Callable:
+    body = orjson.dumps(
+        {
+            "auth_mode": auth_mode(ctx.auth),
+            "page_size": ctx.default_page_size,
+            "max_page_size": ctx.max_page_size,
+        }
+    )
     headers = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
-    return web.Response(body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+    async def config(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json", headers=headers)
+
+    return config
 
 
 def _is_console(path: str) -> bool:
@@ -117,24 +134,25 @@ def _is_console(path: str) -> bool:
 
 @web.middleware
 async def console_is_public(request: web.Request, handler: Callable) -> web.StreamResponse:
-    """Console paths skip authentication: a browser asks for the page before it has any
-    credentials to give, and the page holds no data. The route's own handler runs (an unknown
-    path's 404 too), still inside the problem and metrics middleware."""
-    if _is_console(request.path):
-        return await request.match_info.handler(request)
-    return await handler(request)
+    """Console paths are answered here, before authentication: a browser asks for the page
+    before it has any credentials to give, and the page holds no data. Other paths go on
+    through the app's middleware as before."""
+    if not _is_console(request.path):
+        return await handler(request)
+    refused = request.match_info.http_exception
+    if refused is not None:
+        kind = MethodNotAllowed if refused.status == 405 else NotFound
+        return _problem(kind())
+    return await request.match_info.handler(request)
 
 
-def add_console_routes(app: web.Application) -> None:
-    """Routes `/console` and its files, and lets them through without credentials."""
-    files = load_files()
-    serve = _file_handler(files)
+def add_console_routes(app: web.Application, ctx: ApiContext) -> None:
+    """Routes `/console`, its files and `config.json`, answered without credentials."""
+    serve = _file_handler(load_files())
     app.router.add_get(PREFIX, _redirect, allow_head=False)
     app.router.add_get(f"{PREFIX}/", serve)
-    app.router.add_get(f"{PREFIX}/config.json", _config, allow_head=False)
+    app.router.add_get(f"{PREFIX}/config.json", _config_handler(ctx), allow_head=False)
     app.router.add_get(PREFIX + "/{name:[A-Za-z0-9_.-]+}", serve)
-    # Placed just inside the authentication middleware's slot, so problem documents and
-    # request metrics still cover the console. The app is not frozen yet, so this is allowed.
-    chain = app.middlewares
-    if authenticate in chain:
-        chain.insert(chain.index(authenticate), console_is_public)
+    # Outermost, so it needs to know nothing of the app's own middleware (console requests
+    # are not in the API's request metrics). The app is not frozen yet, so this is allowed.
+    app.middlewares.insert(0, console_is_public)

@@ -78,7 +78,8 @@ export function notificationsPage(section, { params, meta }) {
   const known = new Map(); // id -> [notification JSON, row]
   const body = h("tbody");
   const error = h("p", { class: "error", role: "alert" });
-  const empty = h("p", { class: "muted" }, "No notifications yet.");
+  const filtered = type || Object.values(filters).some(Boolean);
+  const empty = h("p", { class: "muted" }, filtered ? "No notifications match." : "No notifications yet.");
   const older = h("button", { type: "button", class: "quiet", hidden: true }, "Load older");
   let cursor = null;
   let first = true;
