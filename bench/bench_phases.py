@@ -37,7 +37,7 @@ class Sizes:
 
 
 FULL = Sizes(1000.0, 30.0, 5000, 10.0, 10000, 20000, 50, 10.0)
-QUICK = Sizes(1000.0, 8.0, 2000, 4.0, 3000, 4000, 50, 4.0)
+QUICK = Sizes(1000.0, 6.0, 1500, 3.0, 2000, 3000, 50, 3.0)  # under 2 minutes, both modes
 
 
 def pct(values: list[float], q: float) -> float:
