@@ -513,3 +513,23 @@ async def test_openapi_publishes_the_header_policy_and_data_limits(client: TestC
     assert "\\x0a" in headers["additionalProperties"]["pattern"]  # no LF in a value
     data = schemas["NotificationRequest"]["properties"]["data"]["description"]
     assert "32 levels" in data and "200 bytes" in data
+
+
+async def test_openapi_describes_expiry_reschedule_and_the_expired_status(
+    client: TestClient,
+) -> None:
+    doc = await (await client.get("/api/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    request = schemas["NotificationRequest"]["properties"]
+    assert request["ttl"]["minimum"] == 1 and request["ttl"]["maximum"] == 366 * 86400
+    assert request["expires_at"]["format"] == "date-time"
+    notification = schemas["Notification"]["properties"]
+    assert "expired" in notification["status"]["enum"] and "expires_at" in notification
+    delivery = notification["destinations"]["items"]["properties"]["status"]["enum"]
+    assert "expired" in delivery
+    patch = doc["paths"]["/api/notifications/{id}"]["patch"]
+    assert {"200", "404", "409", "422", "403"} <= set(patch["responses"])
+    assert schemas["RescheduleRequest"]["required"] == ["scheduled_at"]
+    assert schemas["RescheduleRequest"]["additionalProperties"] is False
+    r = await client.get("/api/notifications?status=expired")
+    assert r.status == 200

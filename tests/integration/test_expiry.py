@@ -6,11 +6,13 @@ retried, scheduled or waiting in the outbox."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
@@ -21,8 +23,9 @@ from notifi.destinations.base import Outcome, SendResult
 from notifi.model import Notification
 from notifi.runtime import Mailbox
 from notifi.store import Store
-from tests.support.api import api_client, creds
+from tests.support.api import api_client, creds, running_notifi
 from tests.support.delivery import delivery_tree
+from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -171,3 +174,64 @@ async def test_a_scheduled_notification_whose_expiry_passed_first_is_never_attem
     assert [d["next_attempt_at"] for d in shown["destinations"]] == [None, None]
     r = await api.get("/api/notifications?status=expired", headers=ALPHA)
     assert [n["id"] for n in (await r.json())["items"]] == [doc["id"]]
+
+
+# -- end to end: the real process, a real receiver on loopback --------------------------------
+
+E2E_ENV = {
+    "NOTIFI_POLLER__INTERVAL": "0.2",
+    "NOTIFI_DELIVERY__RETRY_SCHEDULE": "[" + ", ".join(["0.3"] * 30) + "]",
+    "NOTIFI_DELIVERY__RETRY_JITTER": "0",
+    "NOTIFI_DELIVERY__TIMEOUT": "2",
+}
+
+
+async def wait_status(
+    http: aiohttp.ClientSession, url: str, status: str, timeout_s: float = 30.0
+) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        async with http.get(url) as r:
+            doc = await r.json()
+        if doc["status"] == status or time.monotonic() > deadline:
+            assert doc["status"] == status, doc
+            return doc
+        await asyncio.sleep(0.05)
+
+
+async def test_a_ttl_ends_a_failing_delivery_expired_with_no_attempt_after_it(
+    settings_env: dict[str, str],
+) -> None:
+    receiver = await Receiver(script={"down": [503]}).start()
+    try:
+        async with (
+            running_notifi({**settings_env, **E2E_ENV}) as base,
+            aiohttp.ClientSession() as http,
+        ):
+            body = {
+                "body": "b",
+                "destinations": [{"type": "webhook", "url": receiver.url("down")}],
+                "ttl": 2,
+            }
+            async with http.post(f"{base}/api/notifications", json=body) as r:
+                assert r.status == 202, await r.text()
+                doc = await r.json()
+            url = f"{base}/api/notifications/{doc['id']}"
+            done = await wait_status(http, url, "expired")
+            expires_at = datetime.fromisoformat(doc["expires_at"])
+            assert datetime.now(UTC) >= expires_at
+            [delivery] = done["destinations"]
+            assert delivery["status"] == "expired" and delivery["next_attempt_at"] is None
+            async with http.get(f"{url}/attempts") as r:
+                attempts = (await r.json())["items"]
+            assert len(attempts) >= 2  # retried while it could be
+            assert delivery["attempts"] == len(attempts) == receiver.count("down")
+            assert all(datetime.fromisoformat(a["started_at"]) < expires_at for a in attempts)
+            # Arrival follows the start by a loopback hop; none long after the expiry.
+            assert all(x.at < expires_at.timestamp() + 0.5 for x in receiver.received["down"])
+            await asyncio.sleep(1.0)  # nothing comes after it
+            assert receiver.count("down") == len(attempts)
+            async with http.get(f"{base}/metrics") as r:
+                assert "notifi_deliveries_expired_total" in await r.text()
+    finally:
+        await receiver.stop()

@@ -5,17 +5,21 @@ for read-only clients, 422 for bad input with nothing changed."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+import aiohttp
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
 from notifi.model import DeliveryJob, DeliveryStatus
 from notifi.store import Finished, Store
-from tests.support.api import api_client, creds
+from tests.support.api import api_client, creds, running_notifi
+from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -258,3 +262,148 @@ async def test_malformed_bodies(api: TestClient) -> None:
         path, data=b"scheduled_at=now", headers={**ALPHA, "Content-Type": "text/plain"}
     )
     assert r.status == 415
+
+
+# -- end to end: the real process, a real receiver on loopback --------------------------------
+
+# A poll interval of a second: the router publishes what is due within it at once (its job is
+# on the bus, waiting in a worker), the rest waits in the outbox.
+E2E_ENV = {
+    "NOTIFI_POLLER__INTERVAL": "1.0",
+    "NOTIFI_DELIVERY__RETRY_SCHEDULE": "[60]",
+    "NOTIFI_DELIVERY__RETRY_JITTER": "0",
+    "NOTIFI_DELIVERY__TIMEOUT": "2",
+}
+
+
+@pytest.fixture
+async def e2e(settings_env: dict[str, str]) -> AsyncIterator[tuple[str, Receiver]]:
+    receiver = await Receiver(script={"down": [503]}).start()
+    try:
+        async with running_notifi({**settings_env, **E2E_ENV}) as base:
+            yield base, receiver
+    finally:
+        await receiver.stop()
+
+
+async def e2e_submit(base: str, receiver: Receiver, path: str, **fields: object) -> dict:
+    body = {"body": "b", "destinations": [{"type": "webhook", "url": receiver.url(path)}]}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{base}/api/notifications", json={**body, **fields}) as r,
+    ):
+        assert r.status == 202, await r.text()
+        return await r.json()
+
+
+async def e2e_patch(base: str, nid: str, scheduled_at: datetime | None) -> aiohttp.ClientResponse:
+    body = {"scheduled_at": None if scheduled_at is None else iso(scheduled_at)}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.patch(f"{base}/api/notifications/{nid}", json=body) as r,
+    ):
+        await r.read()
+        return r
+
+
+async def routed(dsn: str, nid: str, *, in_outbox: bool, timeout_s: float = 10.0) -> None:
+    """Waits until the router handled the notification: its rows in the outbox, or (not
+    in_outbox) its job published to the bus."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            row = await conn.fetchrow(
+                "SELECT routed_at IS NOT NULL AS routed, "
+                "(SELECT count(*) FROM outbox WHERE notification_id = $1) AS rows "
+                "FROM notifications WHERE id = $1",
+                UUID(nid),
+            )
+            if row is not None and row["routed"] and (row["rows"] > 0) == in_outbox:
+                return
+            assert time.monotonic() < deadline, "not routed in time"
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+
+
+async def arrivals(receiver: Receiver, path: str, count: int = 1, timeout_s: float = 20.0):
+    await receiver.wait_for(path, count, timeout_s)
+    return [x.at for x in receiver.received[path]]
+
+
+async def test_moved_later_in_the_outbox_never_arrives_before_the_new_time(
+    e2e: tuple[str, Receiver], dsn: str
+) -> None:
+    base, receiver = e2e
+    old = ahead(3)
+    doc = await e2e_submit(base, receiver, "later", scheduled_at=iso(old))
+    await routed(dsn, doc["id"], in_outbox=True)
+    new = ahead(5)
+    assert (await e2e_patch(base, doc["id"], new)).status == 200
+    [at] = await arrivals(receiver, "later")
+    assert at >= new.timestamp()  # not at the old time, never before the new one
+    await asyncio.sleep(0.5)
+    assert receiver.count("later") == 1
+
+
+async def test_moved_later_after_its_job_was_published_is_not_sent_at_the_old_time(
+    e2e: tuple[str, Receiver], dsn: str
+) -> None:
+    base, receiver = e2e
+    old = ahead(0.8)  # within the poll interval: the router publishes the job at once
+    doc = await e2e_submit(base, receiver, "published", scheduled_at=iso(old))
+    await routed(dsn, doc["id"], in_outbox=False)
+    new = ahead(3)
+    assert (await e2e_patch(base, doc["id"], new)).status == 200
+    [at] = await arrivals(receiver, "published")
+    assert at >= new.timestamp()
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as r:
+        metrics = await r.text()
+    moved = [line for line in metrics.splitlines() if line.startswith("notifi_delivery_jobs_moved")]
+    assert moved and float(moved[0].split()[-1]) >= 1, metrics  # the worker sent it back
+    await asyncio.sleep(0.5)
+    assert receiver.count("published") == 1
+
+
+async def test_moved_earlier_arrives_at_the_new_time_not_early(
+    e2e: tuple[str, Receiver], dsn: str
+) -> None:
+    base, receiver = e2e
+    doc = await e2e_submit(base, receiver, "earlier", scheduled_at=iso(ahead(120)))
+    await routed(dsn, doc["id"], in_outbox=True)
+    new = ahead(2.5)
+    assert (await e2e_patch(base, doc["id"], new)).status == 200
+    [at] = await arrivals(receiver, "earlier")
+    assert new.timestamp() <= at < new.timestamp() + 5  # on time (generous on a loaded box)
+
+
+async def test_null_means_now(e2e: tuple[str, Receiver], dsn: str) -> None:
+    base, receiver = e2e
+    doc = await e2e_submit(base, receiver, "now", scheduled_at=iso(ahead(120)))
+    await routed(dsn, doc["id"], in_outbox=True)
+    before = time.time()
+    r = await e2e_patch(base, doc["id"], None)
+    assert r.status == 200
+    [at] = await arrivals(receiver, "now")
+    assert before <= at < before + 10
+
+
+async def test_409_once_an_attempt_was_made(e2e: tuple[str, Receiver]) -> None:
+    base, receiver = e2e
+    doc = await e2e_submit(base, receiver, "down")  # answered 503: retried in a minute
+    await arrivals(receiver, "down")
+    deadline = time.monotonic() + 10
+    while True:  # the attempt is recorded just after it arrives
+        async with (
+            aiohttp.ClientSession() as http,
+            http.patch(
+                f"{base}/api/notifications/{doc['id']}", json={"scheduled_at": iso(ahead(600))}
+            ) as r,
+        ):
+            problem = await r.json()
+        if r.status == 409 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert r.status == 409, problem
+    assert "destination 0" in problem["detail"] and problem["destination"]["position"] == 0

@@ -1,6 +1,6 @@
-"""The REST API in process on the real store, for integration tests: an accept writer on a
-memory bus, an authenticator of the test's choice (default: service tokens for the clients
-below), and an aiohttp test client."""
+"""The REST API for integration tests: in process on the real store (an accept writer on a
+memory bus, an authenticator of the test's choice, default service tokens for the clients
+below, and an aiohttp test client), or the whole main job as a real process."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from notifi.auth import Authenticator, TokenAuth
 from notifi.bus import MemoryBus
 from notifi.runtime import Mailbox
 from notifi.store import Store
+from tests.support.process import NotifiProcess, free_port
 
 CLIENTS = [
     {"id": "alpha", "secret_sha256": hashlib.sha256(b"alpha-secret").hexdigest()},
@@ -63,3 +64,19 @@ async def api_client(store: Store, auth: Authenticator | None = None) -> AsyncIt
         writer.request_stop()
         task.cancel()
         await bus.stop()
+
+
+@asynccontextmanager
+async def running_notifi(env: dict[str, str]) -> AsyncIterator[str]:
+    """`supervisor.py --roles all` as a real process (in-process bus) with `env` over the test
+    settings; yields its base URL, and checks that it stops cleanly."""
+    port = free_port()
+    proc = NotifiProcess(
+        ["--roles", "all"], {**env, "NOTIFI_API__PORT": str(port)}, ready_port=port
+    ).start()
+    try:
+        await proc.wait_ready()
+        yield f"http://127.0.0.1:{port}"
+        assert await proc.terminate() == 0, proc.output()
+    finally:
+        proc.kill()
