@@ -3,7 +3,13 @@ and the back-stop that re-queues work nobody routed or whose job was lost.
 
 Both ride out Postgres or the bus being briefly away: they log once, count the outage, wait
 with a capped back-off and carry on, instead of crashing into the supervisor's restart
-intensity. A failed publish rolls the claimed rows back, so nothing is lost meanwhile."""
+intensity. A failed publish rolls the claimed rows back, so nothing is lost meanwhile.
+
+Expired work needs nothing here: every outbox row is due no later than its notification's
+expiry (a schedule must be before it, a retry that would start at or after it ends the
+delivery instead, and a worker defers no later than it), so the poller publishes it like any
+other and the delivery worker that takes it, which has the expiry from the load it does anyway,
+ends it `expired` without an attempt. No join with notifications on this hot path, no sweep."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from aiohttp import HttpVersion11, web
 from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 
 from notifi import logs, metrics
-from notifi.api import resources
+from notifi.api import reschedule, resources
 from notifi.api.console import add_console_routes
 from notifi.api.health import add_health_routes
 from notifi.api.openapi import openapi
@@ -475,6 +475,16 @@ async def retry_notification(request: web.Request) -> web.Response:
     return json_response(resources.notification(row), 202)
 
 
+async def reschedule_notification(request: web.Request) -> web.Response:
+    """PATCH: see notifi.api.reschedule."""
+    ctx = request.app[CONTEXT]
+    notification_id, client = _notification_id(request), _client(request).sees
+    body = await _json_body(request, ctx.max_body_bytes)
+    return json_response(
+        await reschedule.move(ctx.store, ctx.validator, notification_id, client, body)
+    )
+
+
 async def openapi_document(request: web.Request) -> web.Response:
     return json_response(request.app[OPENAPI])
 
@@ -498,8 +508,6 @@ def build_app(ctx: ApiContext, max_bulk_body_bytes: int = 4 << 20) -> web.Applic
     app.router.add_delete("/api/notifications/{id}", delete_notification)
     app.router.add_get("/api/notifications/{id}/attempts", list_attempts, allow_head=False)
     app.router.add_post("/api/notifications/{id}/retry", retry_notification)
-    from notifi.api.reschedule import reschedule_notification  # imports this module: here
-
     app.router.add_patch("/api/notifications/{id}", reschedule_notification)
     app.router.add_get("/api/openapi.json", openapi_document, allow_head=False)
     add_health_routes(app, ctx.ready)

@@ -2,18 +2,19 @@
 a new time (`{"scheduled_at": …}`, null meaning now), with the same never-early promise as at
 submit. The store moves the notification, its deliveries and its outbox rows in one
 transaction; a job already on the bus for the old time is sent back for the new one by the
-delivery worker that holds it (actors/delivery.py)."""
+delivery worker that holds it (actors/delivery.py). The route itself is app.py's: it reads the
+request and calls `move` (so this module needs nothing of app.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
 
-from aiohttp import web
-
-from notifi.api import app as api
 from notifi.api import resources
+from notifi.api.validation import Validator
 from notifi.errors import Conflict, InvalidRequest, NotFound
-from notifi.store import RescheduleOutcome
+from notifi.store import RescheduleOutcome, Store
 
 
 class AlreadyStarted(Conflict):
@@ -23,12 +24,17 @@ class AlreadyStarted(Conflict):
     slug = "already-started"
 
 
-async def reschedule_notification(request: web.Request) -> web.Response:
-    ctx = request.app[api.CONTEXT]
-    notification_id, client = api._notification_id(request), api._client(request).sees
+async def move(
+    store: Store,
+    validator: Validator,
+    notification_id: UUID,
+    client_id: str | None,
+    body: Any,
+) -> dict[str, Any]:
+    """The moved notification as the API shows it, or the problem that says why not."""
     now = datetime.now(UTC)
-    scheduled_at = ctx.validator.reschedule(await api._json_body(request, ctx.max_body_bytes), now)
-    result = await ctx.store.reschedule(notification_id, client, scheduled_at, now)
+    scheduled_at = validator.reschedule(body, now)
+    result = await store.reschedule(notification_id, client_id, scheduled_at, now)
     if result.outcome is RescheduleOutcome.NOT_FOUND:
         raise NotFound("No notification has this id.", pointer="id")
     if result.outcome is RescheduleOutcome.DELETED:
@@ -44,7 +50,7 @@ async def reschedule_notification(request: web.Request) -> web.Response:
             f"({result.expires_at.isoformat()}): no attempt starts at or after it",
             pointer="/scheduled_at",
         )
-    row = await ctx.store.get(notification_id, client)
+    row = await store.get(notification_id, client_id)
     if row is None:  # removed by retention in between: only a finished one could be
         raise NotFound("No notification has this id.", pointer="id")
-    return api.json_response(resources.notification(row))
+    return resources.notification(row)

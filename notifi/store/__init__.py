@@ -100,7 +100,6 @@ class Store:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         # Workers waking for many jobs due at one instant ask together: one query per turn.
-        self.is_deleted = Coalescer(self._deleted_flags)
         self.state_of = Coalescer(self._states)
 
     @classmethod
@@ -334,13 +333,6 @@ class Store:
     async def load_jobs(self, keys: Sequence[Key]) -> dict[Key, asyncpg.Record]:
         rows = await self.pool.fetch(query("load_jobs"), *_keys(keys))
         return {(r["notification_id"], r["position"]): r for r in rows}
-
-    async def deleted_among(self, ids: Sequence[UUID]) -> set[UUID]:
-        return {r[0] for r in await self.pool.fetch(query("deleted_among"), list(ids))}
-
-    async def _deleted_flags(self, ids: list[UUID]) -> list[bool]:
-        deleted = await self.deleted_among(ids)
-        return [i in deleted for i in ids]
 
     async def _states(self, ids: list[UUID]) -> list[NotificationState]:
         rows = {r["id"]: r for r in await self.pool.fetch(query("states_of"), ids)}

@@ -184,9 +184,6 @@ SELECT n.id AS notification_id, d.position, n.client_id, n.title, n.body, n.data
   JOIN deliveries d ON d.notification_id = k.notification_id AND d.position = k.position
   JOIN notifications n ON n.id = d.notification_id;
 
--- name: deleted_among --
-SELECT id FROM notifications WHERE id = ANY ($1::uuid[]) AND deleted_at IS NOT NULL;
-
 -- name: states_of --
 -- What delivery workers re-read when jobs come due (one query for many): deleted, and the
 -- schedule now (a PATCH may have moved it). A removed notification has no row: gone.
