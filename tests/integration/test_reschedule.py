@@ -266,10 +266,10 @@ async def test_malformed_bodies(api: TestClient) -> None:
 
 # -- end to end: the real process, a real receiver on loopback --------------------------------
 
-# A poll interval of a second: the router publishes what is due within it at once (its job is
-# on the bus, waiting in a worker), the rest waits in the outbox.
+# A poll interval of two seconds: the router publishes what is due within it at once (its job
+# is on the bus, waiting in a worker), the rest waits in the outbox.
 E2E_ENV = {
-    "NOTIFI_POLLER__INTERVAL": "1.0",
+    "NOTIFI_POLLER__INTERVAL": "2.0",
     "NOTIFI_DELIVERY__RETRY_SCHEDULE": "[60]",
     "NOTIFI_DELIVERY__RETRY_JITTER": "0",
     "NOTIFI_DELIVERY__TIMEOUT": "2",
@@ -336,10 +336,10 @@ async def test_moved_later_in_the_outbox_never_arrives_before_the_new_time(
     e2e: tuple[str, Receiver], dsn: str
 ) -> None:
     base, receiver = e2e
-    old = ahead(3)
+    old = ahead(5)
     doc = await e2e_submit(base, receiver, "later", scheduled_at=iso(old))
     await routed(dsn, doc["id"], in_outbox=True)
-    new = ahead(5)
+    new = ahead(7)
     assert (await e2e_patch(base, doc["id"], new)).status == 200
     [at] = await arrivals(receiver, "later")
     assert at >= new.timestamp()  # not at the old time, never before the new one
@@ -351,10 +351,10 @@ async def test_moved_later_after_its_job_was_published_is_not_sent_at_the_old_ti
     e2e: tuple[str, Receiver], dsn: str
 ) -> None:
     base, receiver = e2e
-    old = ahead(0.8)  # within the poll interval: the router publishes the job at once
+    old = ahead(1.8)  # within the poll interval: the router publishes the job at once
     doc = await e2e_submit(base, receiver, "published", scheduled_at=iso(old))
     await routed(dsn, doc["id"], in_outbox=False)
-    new = ahead(3)
+    new = ahead(4)
     assert (await e2e_patch(base, doc["id"], new)).status == 200
     [at] = await arrivals(receiver, "published")
     assert at >= new.timestamp()
