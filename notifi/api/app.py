@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -29,11 +29,11 @@ from aiohttp import HttpVersion11, web
 from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 
 from notifi import logs, metrics
-from notifi.api import reschedule, resources
+from notifi.api import reschedule, resources, stats
 from notifi.api.console import add_console_routes
 from notifi.api.health import add_health_routes
 from notifi.api.openapi import openapi
-from notifi.api.schemas import NOTIFICATION_STATUSES
+from notifi.api.schemas import NOTIFICATION_STATUSES, destination_schemas
 from notifi.api.validation import Validator
 from notifi.auth import Authenticator, Client, Forbidden, NoAuth
 from notifi.errors import (
@@ -361,7 +361,17 @@ def _bool_param(request: web.Request, name: str) -> bool:
     return text in ("true", "1")
 
 
-_LIST_PARAMS = {"limit", "offset", "deleted", "status", "cursor", "created_after", "created_before"}
+_LIST_PARAMS = {
+    "limit",
+    "offset",
+    "deleted",
+    "status",
+    "cursor",
+    "created_after",
+    "created_before",
+    "destination_type",
+}
+DESTINATION_TYPES = tuple(destination_schemas())  # webhook, email, slack, discord, teams
 
 
 def encode_cursor(last_id: UUID) -> str:
@@ -413,6 +423,12 @@ async def list_notifications(request: web.Request) -> web.Response:
         raise InvalidParameter(
             f"status must be one of: {', '.join(NOTIFICATION_STATUSES)}", pointer="status"
         )
+    destination_type = request.query.get("destination_type")
+    if destination_type is not None and destination_type not in DESTINATION_TYPES:
+        raise InvalidRequest(
+            f"destination_type must be one of: {', '.join(DESTINATION_TYPES)}",
+            pointer="destination_type",
+        )
     rows = await ctx.store.list(
         _client(request).sees,
         deleted=deleted,
@@ -421,6 +437,7 @@ async def list_notifications(request: web.Request) -> web.Response:
         offset=offset,
         before=upper,
         since=lower,
+        destination_type=destination_type,
     )
     following = next_cursor = None
     if len(rows) == limit:
@@ -485,6 +502,13 @@ async def reschedule_notification(request: web.Request) -> web.Response:
     )
 
 
+async def get_stats(request: web.Request) -> web.Response:
+    """GET /api/stats: see notifi.api.stats."""
+    ctx = request.app[CONTEXT]
+    client = _client(request).sees
+    return json_response(await stats.overview(ctx.store, client, request.query, datetime.now(UTC)))
+
+
 async def openapi_document(request: web.Request) -> web.Response:
     return json_response(request.app[OPENAPI])
 
@@ -509,6 +533,7 @@ def build_app(ctx: ApiContext, max_bulk_body_bytes: int = 4 << 20) -> web.Applic
     app.router.add_get("/api/notifications/{id}/attempts", list_attempts, allow_head=False)
     app.router.add_post("/api/notifications/{id}/retry", retry_notification)
     app.router.add_patch("/api/notifications/{id}", reschedule_notification)
+    app.router.add_get("/api/stats", get_stats, allow_head=False)
     app.router.add_get("/api/openapi.json", openapi_document, allow_head=False)
     add_health_routes(app, ctx.ready)
     add_console_routes(app, ctx)  # the web console at /console

@@ -26,6 +26,7 @@ __all__ = [
     "Finished",
     "RescheduleOutcome",
     "Rescheduled",
+    "Stats",
     "Store",
     "ensure_database",
     "migrate",
@@ -67,6 +68,16 @@ class Rescheduled:
     outcome: RescheduleOutcome
     started: lifecycle.Started | None = None
     expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """The overview's figures, as the store read them (notifi.api.stats shapes them)."""
+
+    by_status: dict[str, int]
+    due_soon: int
+    slowest_hosts: list[dict[str, Any]]
+    attempts_truncated: bool  # the bound on attempts read cut the window short
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,16 +207,28 @@ class Store:
         offset: int,
         before: UUID = ID_MAX,
         since: UUID = ID_MIN,
+        destination_type: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest first, ids in [since, before); client_id None lists every client's."""
+        """Newest first, ids in [since, before); client_id None lists every client's. With
+        `destination_type`, only notifications with a delivery of that kind (own queries, so
+        the plain list's plans stay as they are)."""
+        typed = () if destination_type is None else (destination_type,)
+        suffix = "" if destination_type is None else "_of_type"
         async with self.pool.acquire() as conn:
             if client_id is None:
                 rows = await conn.fetch(
-                    query("list_all_notifications"), deleted, status, limit, offset, before, since
+                    query(f"list_all_notifications{suffix}"),
+                    deleted,
+                    status,
+                    limit,
+                    offset,
+                    before,
+                    since,
+                    *typed,
                 )
             else:
                 rows = await conn.fetch(
-                    query("list_notifications"),
+                    query(f"list_notifications{suffix}"),
                     client_id,
                     deleted,
                     status,
@@ -213,8 +236,44 @@ class Store:
                     offset,
                     before,
                     since,
+                    *typed,
                 )
             return await self._with_deliveries(conn, rows)
+
+    async def stats(
+        self,
+        client_id: str | None,
+        since: datetime,
+        due_within_s: float,
+        *,
+        attempts_limit: int,
+        hosts: int,
+    ) -> Stats:
+        """The overview's figures (notifi.api.stats): notifications created since `since` by
+        status, how many are due within `due_within_s`, and the slowest destination servers
+        among the newest `attempts_limit` attempts started since `since`. client_id None:
+        every client's."""
+        async with self.pool.acquire() as conn:
+            if client_id is None:
+                counts = await conn.fetch(query("stats_counts_all"), id_at(since))
+            else:
+                counts = await conn.fetch(query("stats_counts"), client_id, id_at(since))
+            due_soon = await conn.fetchval(query("stats_due_soon"), due_within_s, client_id)
+            slowest = await conn.fetch(
+                query("stats_slowest_hosts"), since, client_id, attempts_limit, hosts
+            )
+            if slowest:
+                truncated = bool(slowest[0]["truncated"])
+            else:
+                truncated = bool(
+                    await conn.fetchval(query("stats_attempts_truncated"), since, attempts_limit)
+                )
+        return Stats(
+            by_status={r["status"]: r["count"] for r in counts},
+            due_soon=due_soon,
+            slowest_hosts=[dict(r) for r in slowest],
+            attempts_truncated=truncated,
+        )
 
     async def _with_deliveries(
         self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]

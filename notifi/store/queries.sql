@@ -50,6 +50,30 @@ SELECT * FROM notifications
  ORDER BY id DESC
  LIMIT $3 OFFSET $4;
 
+-- name: list_notifications_of_type --
+-- As list_notifications, keeping only notifications with a delivery of kind $8: candidates
+-- come newest first from (client_id, id DESC) and each is checked on deliveries' primary key
+-- (notification_id first), so a page stops as soon as it is full. Like the status filter, a
+-- rare kind walks further back; the time range ($6, $7) bounds that walk.
+SELECT * FROM notifications n
+ WHERE n.client_id = $1
+   AND n.id < $6 AND n.id >= $7
+   AND ($2::bool OR n.deleted_at IS NULL)
+   AND ($3::text IS NULL OR n.status = $3)
+   AND EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.kind = $8)
+ ORDER BY n.id DESC
+ LIMIT $4 OFFSET $5;
+
+-- name: list_all_notifications_of_type --
+-- Every client's (an admin) with a delivery of kind $7, newest first, on the primary keys.
+SELECT * FROM notifications n
+ WHERE n.id < $5 AND n.id >= $6
+   AND ($1::bool OR n.deleted_at IS NULL)
+   AND ($2::text IS NULL OR n.status = $2)
+   AND EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.kind = $7)
+ ORDER BY n.id DESC
+ LIMIT $3 OFFSET $4;
+
 -- name: deliveries_of --
 SELECT notification_id, position, kind, destination, status, attempts, last_error,
        last_status_code, next_attempt_at, delivered_at, updated_at
@@ -455,3 +479,76 @@ SELECT (SELECT last_id FROM edge) AS last_id,
        (SELECT count(*) FROM deliveries_gone) AS deliveries,
        (SELECT count(*) FROM attempts_gone) AS delivery_attempts,
        (SELECT count(*) FROM outbox_gone) AS outbox;
+
+-- name: stats_counts --
+-- One client's notifications created since id $2 (ids are UUIDv7: a time range is an id
+-- range), by status: a range of (client_id, id DESC).
+SELECT status, count(*) AS count
+  FROM notifications
+ WHERE client_id = $1 AND id >= $2
+ GROUP BY status;
+
+-- name: stats_counts_all --
+-- Every client's (an admin) notifications created since id $1, by status: a primary-key range.
+SELECT status, count(*) AS count
+  FROM notifications
+ WHERE id >= $1
+ GROUP BY status;
+
+-- name: stats_due_soon --
+-- Notifications with a delivery still scheduled and due within $1 seconds (overdue included),
+-- not deleted; $2 the client (NULL: every client's). A range of the deliveries_open index.
+SELECT count(DISTINCT d.notification_id)
+  FROM deliveries d
+  JOIN notifications n ON n.id = d.notification_id
+ WHERE d.status IN ('pending', 'scheduled', 'delivering')  -- deliveries_open's predicate
+   AND d.status = 'scheduled'
+   AND d.next_attempt_at <= now() + make_interval(secs => $1)
+   AND n.deleted_at IS NULL
+   AND ($2::text IS NULL OR n.client_id = $2);
+
+-- name: stats_slowest_hosts --
+-- The $4 destination servers with the slowest attempts (by p95 duration) among attempts
+-- started since $1, of client $2 (NULL: every client's). Bounded: only the newest $3 attempts
+-- are read (the identity key, backwards), then filtered by time and client; `truncated` says
+-- the bound cut the window short. A server is the url's host:port (the scheme's port when
+-- none is given); a destination without a url (email) counts under its channel's name.
+WITH recent AS (
+    SELECT notification_id, position, started_at, duration_ms, outcome
+      FROM delivery_attempts
+     ORDER BY id DESC
+     LIMIT $3
+), scoped AS (
+    SELECT r.started_at, r.duration_ms, r.outcome,
+           CASE WHEN u.parts IS NULL THEN d.kind
+                WHEN u.parts[2] ~ ':[0-9]+$' THEN lower(u.parts[2])
+                WHEN lower(u.parts[1]) = 'https' THEN lower(u.parts[2]) || ':443'
+                ELSE lower(u.parts[2]) || ':80'
+           END AS host
+      FROM recent r
+      JOIN deliveries d ON d.notification_id = r.notification_id AND d.position = r.position
+      JOIN notifications n ON n.id = r.notification_id
+     CROSS JOIN LATERAL regexp_match(d.destination ->> 'url',
+                                     '^([A-Za-z][A-Za-z0-9+.-]*)://(?:[^@/?#]*@)?([^/?#]+)')
+           AS u(parts)
+     WHERE r.started_at >= $1
+       AND ($2::text IS NULL OR n.client_id = $2)
+), edge AS (
+    SELECT count(*) = $3 AND min(started_at) >= $1 AS truncated FROM recent
+)
+SELECT s.host,
+       count(*) AS attempts,
+       count(*) FILTER (WHERE s.outcome <> 'delivered') AS failures,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY s.duration_ms) AS p50_ms,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY s.duration_ms) AS p95_ms,
+       max(s.started_at) FILTER (WHERE s.outcome <> 'delivered') AS last_failure_at,
+       (SELECT truncated FROM edge) AS truncated
+  FROM scoped s
+ GROUP BY s.host
+ ORDER BY p95_ms DESC, s.host
+ LIMIT $4;
+
+-- name: stats_attempts_truncated --
+-- Whether the newest $2 attempts all started at or after $1 (the bound cut the window short).
+SELECT count(*) = $2 AND min(started_at) >= $1
+  FROM (SELECT started_at FROM delivery_attempts ORDER BY id DESC LIMIT $2) r;
