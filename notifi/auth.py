@@ -8,7 +8,7 @@ import hmac
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import aiohttp
 import jwt
@@ -23,6 +23,10 @@ CLIENT_ID_HEADER = "CF-Access-Client-Id"
 CLIENT_SECRET_HEADER = "CF-Access-Client-Secret"
 JWT_HEADER = "Cf-Access-Jwt-Assertion"
 JWKS_REFRESH_MIN_S = 10.0  # an unknown kid refetches the keys at most this often
+# A person (a Cloudflare Access user token) acts as client `user:<email>` (or `user:<sub>`);
+# a service token's common_name never starts with it, so the two id spaces never meet.
+USER_PREFIX = "user:"
+MAX_CLIENT_ID_CHARS = 255
 
 
 class Unauthorized(Problem):
@@ -62,12 +66,35 @@ class NoAuth:
         return Client("anonymous")
 
 
+def is_sane_client_id(cid: object) -> TypeGuard[str]:
+    """1 to 255 printable characters, no white space; a `user:` id names someone after it."""
+    return (
+        isinstance(cid, str)
+        and 0 < len(cid) <= MAX_CLIENT_ID_CHARS
+        and cid.isprintable()
+        and not any(c.isspace() for c in cid)
+        and cid != USER_PREFIX
+    )
+
+
 def _clients(entries: Sequence[Mapping[str, Any]], need_secret: bool) -> dict[str, Any]:
     out = {}
     for i, entry in enumerate(entries):
         cid, digest = entry.get("id"), str(entry.get("secret_sha256", "")).lower()
-        if not isinstance(cid, str) or not cid:
-            raise SettingsError(f"setting auth.clients[{i}].id must be a non-empty string")
+        if not is_sane_client_id(cid):
+            raise SettingsError(
+                f"setting auth.clients[{i}].id must be 1 to {MAX_CLIENT_ID_CHARS} printable "
+                "characters without spaces (a person behind Cloudflare Access: "
+                f"{USER_PREFIX}<email>)"
+            )
+        if cid in out:
+            raise SettingsError(f"setting auth.clients[{i}].id {cid!r} is given twice")
+        if need_secret and cid.startswith(USER_PREFIX):
+            raise SettingsError(
+                f"setting auth.clients[{i}].id: {USER_PREFIX} ids are people behind "
+                "Cloudflare Access (auth.mode = cloudflare); a service token's id cannot "
+                "start with it"
+            )
         if need_secret and (len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest)):
             raise SettingsError(f"setting auth.clients[{i}].secret_sha256 must be 64 hex digits")
         client = Client(cid, bool(entry.get("admin", False)), bool(entry.get("read_only", False)))
@@ -113,13 +140,17 @@ class TokenAuth:
 
 class CloudflareAuth:
     """Verifies the Access JWT: RS256 against the team's JWKS (cached, refetched on an unknown
-    kid), `aud`, `iss` and expiry; the client id is the service token's `common_name`.
+    kid), `aud`, `iss` and expiry, and names the client.
 
-    Only service tokens identify a client. A user's token (an identity-provider login: no
-    `common_name`, an `email` and a `sub`) is refused with 403, never mapped to a client id:
-    otherwise a user whose `sub` or `email` equals a configured client id (`root`, say) would
-    act as that client. Refusing rather than namespacing (`user:<email>`) keeps one kind of
-    caller, machines, and leaves no id space to keep apart.
+    A service token (its JWT has a `common_name`) is the client `common_name`. A person's
+    token (an identity-provider login: no `common_name`; an `email` and a `sub`) is the client
+    `user:<email>`, or `user:<sub>` without an email, so the console works with the browser's
+    own Access session. The prefix keeps the two id spaces apart: a person whose `sub` or
+    email is `root` acts as `user:root`, never as a configured service-token client `root`;
+    and a service token whose common_name starts with `user:` is refused (403), so a machine
+    cannot take a person's id. A person gets more than their own notifications only when an
+    operator lists exactly their id in auth.clients (`{id = "user:alice@example.com", admin =
+    true}`, or `read_only = true`).
     """
 
     def __init__(
@@ -179,14 +210,28 @@ class CloudflareAuth:
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"The Access token is not valid: {exc}.") from None
-        cid = claims.get("common_name")
-        if not isinstance(cid, str) or not cid:
-            if claims.get("email") or claims.get("sub"):
-                raise Forbidden(
-                    "This Access token identifies a user; this API accepts only service tokens."
-                )
-            raise Unauthorized("The Access token names no client.")
+        cid = client_id_of(claims)
         return self._known.get(cid, Client(cid))
+
+
+def client_id_of(claims: Mapping[str, Any]) -> str:
+    """The client a verified Access token acts as: a service token's common_name, or a
+    person's `user:<email>` (else `user:<sub>`); see CloudflareAuth."""
+    common_name = claims.get("common_name")
+    if isinstance(common_name, str) and common_name:
+        if common_name.startswith(USER_PREFIX):
+            raise Forbidden(f"A service token's common_name may not start with {USER_PREFIX}.")
+        if not is_sane_client_id(common_name):
+            raise Unauthorized("The Access token's common_name is not a usable client id.")
+        return common_name
+    for claim in ("email", "sub"):
+        value = claims.get(claim)
+        if isinstance(value, str) and value:
+            cid = USER_PREFIX + value
+            if not is_sane_client_id(cid):
+                raise Unauthorized(f"The Access token's {claim} is not a usable client id.")
+            return cid
+    raise Unauthorized("The Access token names no client.")
 
 
 def authenticator(settings: Auth, session: aiohttp.ClientSession) -> Authenticator:

@@ -22,6 +22,7 @@ DELIVERY_DUE = "delivery.due"
 SUCCEEDED = "delivery.succeeded"
 FAILED = "delivery.failed"  # ended failed at once: a permanent failure
 EXHAUSTED = "delivery.exhausted"  # ended failed: the retry schedule ran out
+EXPIRED = "delivery.expired"  # ended expired: its notification's expiry came first
 VERSION = 1
 
 

@@ -49,9 +49,8 @@ class Decision:
         return self.next_attempt_at is not None
 
 
-# Ended at its notification's expiry, attempted or not. No operational event (yet): the
-# events topic has schemas for succeeded, failed and exhausted only.
-EXPIRED = Decision(DeliveryStatus.EXPIRED)
+# Ended at its notification's expiry, attempted or not (not a failure of the destination).
+EXPIRED = Decision(DeliveryStatus.EXPIRED, event=events.EXPIRED)
 
 
 def decide(

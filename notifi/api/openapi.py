@@ -44,7 +44,9 @@ _AUTH_ERRORS = {
     "401": _problem("Missing or bad credentials."),
     "403": _problem(
         "This client may not do this (a read-only client writing), or a Cloudflare Access "
-        "user token was given: only service tokens (their common_name) identify clients."
+        "service token's common_name starts with `user:` (ids of that form are people: a "
+        "person's Access login acts as `user:<email>`, else `user:<sub>`, and never as a "
+        "service token's client)."
     ),
     "429": {
         **_problem("Over this client's request rate; see Retry-After."),
@@ -82,7 +84,7 @@ _SECURITY_SCHEMES = {
 def _with_auth(doc: dict[str, Any]) -> dict[str, Any]:
     """Every /api operation but the description itself needs a client and may be refused."""
     for path, item in doc["paths"].items():
-        if not path.startswith("/api/notifications"):
+        if not path.startswith(("/api/notifications", "/api/stats")):
             continue
         for name, operation in item.items():
             if name == "parameters":
@@ -126,6 +128,13 @@ def openapi(validator: Validator) -> dict[str, Any]:
             "in": "query",
             "schema": {"type": "string", "format": "date-time"},
             "description": "Created before this time.",
+        },
+        {
+            "name": "destination_type",
+            "in": "query",
+            "schema": {"enum": list(schemas.destination_schemas())},
+            "description": "Only notifications with a destination of this type (422 for "
+            "another value).",
         },
         {
             "name": "cursor",
@@ -185,6 +194,7 @@ def openapi(validator: Validator) -> dict[str, Any]:
                         "responses": {
                             "200": _json("NotificationPage", "Newest first."),
                             "400": bad,
+                            "422": _problem("destination_type is not a destination type."),
                         },
                     },
                 },
@@ -277,6 +287,41 @@ def openapi(validator: Validator) -> dict[str, Any]:
                         "responses": {"202": _json("Notification", "Re-queued."), "404": missing},
                     },
                 },
+                "/api/stats": {
+                    "get": {
+                        "operationId": "getStats",
+                        "description": "The caller's overview (an admin's: every client's): "
+                        "notifications created since `since` by status, how many are due soon, "
+                        "and the five slowest destination servers. Reads at most the newest "
+                        "attempts_read_limit attempts.",
+                        "parameters": [
+                            {
+                                "name": "since",
+                                "in": "query",
+                                "schema": {"type": "string", "format": "date-time"},
+                                "description": "RFC 3339 with an offset; default 24 hours ago, "
+                                "at most 14 days back, not in the future.",
+                            },
+                            {
+                                "name": "due_within",
+                                "in": "query",
+                                "schema": {"type": "integer", "minimum": 0, "maximum": 1209600},
+                                "description": "Seconds ahead counted as due soon (default 3600).",
+                            },
+                        ],
+                        "responses": {
+                            "200": _json("Stats", "The overview."),
+                            "400": _problem(
+                                "A parameter cannot be read (not a date-time with an offset, "
+                                "not an integer) or is unknown."
+                            ),
+                            "422": _problem(
+                                "since is more than 14 days back or in the future, or "
+                                "due_within is out of range."
+                            ),
+                        },
+                    }
+                },
                 "/healthz": {
                     "get": {
                         "operationId": "healthz",
@@ -329,6 +374,7 @@ def openapi(validator: Validator) -> dict[str, Any]:
                         },
                     },
                     "Problem": schemas.problem(),
+                    "Stats": schemas.stats(),
                     "BulkRequest": {
                         **schemas.bulk_request(limits.max_bulk),
                         "properties": {

@@ -300,3 +300,80 @@ def problem() -> dict[str, Any]:
             },
         },
     }
+
+
+def stats() -> dict[str, Any]:
+    """GET /api/stats: the console's overview (notifi.api.stats)."""
+    stamp = {"type": "string", "format": "date-time"}
+    count = {"type": "integer", "minimum": 0}
+    return {
+        "type": "object",
+        "required": [
+            "since",
+            "until",
+            "accepted",
+            "by_status",
+            "due_within",
+            "due_soon",
+            "slowest_hosts",
+            "attempts_read_limit",
+            "attempts_truncated",
+        ],
+        "properties": {
+            "since": stamp,
+            "until": stamp,
+            "accepted": {**count, "description": "Notifications created since `since`."},
+            "by_status": {
+                "type": "object",
+                "description": "Those notifications by status (every status, zero included).",
+                "required": NOTIFICATION_STATUSES,
+                "properties": {s: count for s in NOTIFICATION_STATUSES},
+                "additionalProperties": False,
+            },
+            "due_within": {**count, "description": "The horizon of due_soon, in seconds."},
+            "due_soon": {
+                **count,
+                "description": "Notifications not deleted with a delivery still scheduled and "
+                "due within due_within seconds (overdue ones included).",
+            },
+            "slowest_hosts": {
+                "type": "array",
+                "maxItems": 5,
+                "description": "Destination servers by p95 attempt duration, slowest first, "
+                "over attempts started since `since`.",
+                "items": {
+                    "type": "object",
+                    "required": [
+                        "host",
+                        "attempts",
+                        "failures",
+                        "p50_ms",
+                        "p95_ms",
+                        "last_failure_at",
+                    ],
+                    "properties": {
+                        "host": {
+                            "type": "string",
+                            "description": "host:port of the destination's url (the scheme's "
+                            "port when none is given); a destination without a url (email) "
+                            "counts under its channel's name.",
+                        },
+                        "attempts": count,
+                        "failures": {**count, "description": "Attempts that did not deliver."},
+                        "p50_ms": {"type": "number"},
+                        "p95_ms": {"type": "number"},
+                        "last_failure_at": {**stamp, "type": ["string", "null"]},
+                    },
+                },
+            },
+            "attempts_read_limit": {
+                **count,
+                "description": "At most this many of the newest attempts are read.",
+            },
+            "attempts_truncated": {
+                "type": "boolean",
+                "description": "The limit cut the window short: slowest_hosts covers less "
+                "than since…until.",
+            },
+        },
+    }

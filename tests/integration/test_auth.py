@@ -9,6 +9,7 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from uuid import UUID
 
 import aiohttp
 import jwt
@@ -18,14 +19,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from actors.api import AcceptWriter, submit
-from notifi.api.app import ApiContext, build_app
+from notifi.api.app import CONTEXT, ApiContext, build_app
 from notifi.api.limits import Limits
 from notifi.api.validation import Validator
-from notifi.auth import CloudflareAuth, NoAuth, TokenAuth
+from notifi.auth import CloudflareAuth, NoAuth, TokenAuth, check_settings
 from notifi.bus import MemoryBus
 from notifi.ratelimit import RateLimiter
 from notifi.runtime import Mailbox
-from notifi.settings import Auth
+from notifi.settings import Auth, SettingsError
 from notifi.store import Store
 
 HOOK = {"type": "webhook", "url": "https://example.com/hook"}
@@ -111,8 +112,10 @@ async def test_tenancy_on_every_route(make_client) -> None:
         ("GET", f"/api/notifications/{nid}/attempts"),
         ("POST", f"/api/notifications/{nid}/retry"),
         ("DELETE", f"/api/notifications/{nid}"),
+        ("PATCH", f"/api/notifications/{nid}"),
     ]:
-        r = await c.request(method, path, headers=beta)
+        body = {"scheduled_at": None} if method == "PATCH" else None
+        r = await c.request(method, path, headers=beta, json=body)
         assert r.status == 404, (method, path)
     r = await c.get("/api/notifications?deleted=true", headers=beta)
     assert nid not in [n["id"] for n in (await r.json())["items"]]
@@ -254,40 +257,71 @@ async def test_none_mode_is_anonymous(make_client) -> None:
     assert (await c.get("/api/notifications")).status == 200
 
 
-async def test_cloudflare_user_tokens_never_act_as_a_client(make_client, jwks, store) -> None:
-    """A validly signed user token (no common_name) is refused, whatever its sub or email: a
-    user whose sub is "root" must never act as the configured admin client root."""
+async def test_cloudflare_user_tokens_act_as_namespaced_people(make_client, jwks) -> None:
+    """A validly signed user token (no common_name) acts as `user:<email>` (else
+    `user:<sub>`): a person whose sub is "root" is "user:root", never the configured admin
+    service token root; a person is an admin only when listed by that exact `user:` id; and a
+    service token cannot name itself `user:…`."""
     url, key, _ = jwks
     session = aiohttp.ClientSession()
     settings = Auth(
         mode="cloudflare",
-        clients=[{"id": "root", "admin": True}],
+        clients=[
+            {"id": "root", "admin": True},
+            {"id": "user:alice@example.com", "admin": True},
+            {"id": "user:viewer@example.com", "read_only": True},
+        ],
         team_domain=TEAM,
         audience=AUD,
         jwks_url=url,
     )
     c = await make_client(CloudflareAuth(settings, session, refresh_min_s=0))
+
+    def person(**claims: str) -> dict[str, str]:
+        return {"Cf-Access-Jwt-Assertion": token(key, cn=None, type="org", **claims)}
+
+    service = {"Cf-Access-Jwt-Assertion": token(key, cn="alpha")}
     try:
+        r = await c.post(
+            "/api/notifications", json={"body": "b", "destinations": [HOOK]}, headers=service
+        )
+        assert r.status == 202
+        alphas = (await r.json())["id"]
+        # "root" as a person: its own (empty) view, not the admin's; its writes are its own.
+        for claims in ({"sub": "root"}, {"email": "root"}, {"sub": "root", "common_name": ""}):
+            r = await c.get("/api/notifications", headers=person(**claims))
+            assert r.status == 200, (claims, await r.text())
+            assert (await r.json())["items"] == [], claims
+            r = await c.get(f"/api/notifications/{alphas}", headers=person(**claims))
+            assert r.status == 404, claims
+        r = await c.post(
+            "/api/notifications",
+            json={"body": "mine", "destinations": [HOOK]},
+            headers=person(sub="root", email="root@example.com"),
+        )
+        assert r.status == 202
+        mine = (await r.json())["id"]
+        row = await c.app[CONTEXT].store.get(UUID(mine), None)
+        assert row["client_id"] == "user:root@example.com"  # the email wins over the sub
+        r = await c.get(f"/api/notifications/{mine}", headers=person(sub="root"))
+        assert r.status == 404  # user:root is another person than user:root@example.com
+        # A person listed by their user: id is what the operator made them.
+        r = await c.get("/api/notifications", headers=person(email="alice@example.com"))
+        assert {n["id"] for n in (await r.json())["items"]} == {alphas, mine}
+        r = await c.get("/api/stats", headers=person(email="alice@example.com"))
+        assert r.status == 200 and (await r.json())["accepted"] == 2
         r = await c.post(
             "/api/notifications",
             json={"body": "b", "destinations": [HOOK]},
-            headers={"Cf-Access-Jwt-Assertion": token(key, cn="alpha")},
+            headers=person(email="viewer@example.com"),
         )
-        assert r.status == 202
-        for claims in (
-            {"sub": "root"},
-            {"email": "root"},
-            {"sub": "root", "email": "root@example.com"},
-            {"sub": "root", "common_name": ""},
-        ):
-            header = {"Cf-Access-Jwt-Assertion": token(key, cn=None, type="org", **claims)}
-            for method, path in (
-                ("GET", "/api/notifications"),
-                ("POST", "/api/notifications"),
-            ):
-                r = await c.request(method, path, headers=header, json={"body": "b"})
-                assert r.status == 403, (claims, method, await r.text())
-                assert r.content_type == "application/problem+json"
+        assert r.status == 403 and r.content_type == "application/problem+json"
+        # A service token may not take a person's id, even a configured one.
+        r = await c.get(
+            "/api/notifications",
+            headers={"Cf-Access-Jwt-Assertion": token(key, cn="user:alice@example.com")},
+        )
+        assert r.status == 403 and r.content_type == "application/problem+json"
         # A token naming no one at all is 401, as before.
         assert (
             await c.get(
@@ -298,6 +332,40 @@ async def test_cloudflare_user_tokens_never_act_as_a_client(make_client, jwks, s
         r = await c.get(
             "/api/notifications", headers={"Cf-Access-Jwt-Assertion": token(key, cn="root")}
         )
-        assert r.status == 200 and len((await r.json())["items"]) == 1
+        assert r.status == 200 and len((await r.json())["items"]) == 2
     finally:
         await session.close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "clients", "fragment"),
+    [
+        ("cloudflare", [{"id": ""}], "printable"),
+        ("cloudflare", [{"id": "user:"}], "printable"),
+        ("cloudflare", [{"id": "user: alice"}], "printable"),
+        ("cloudflare", [{"id": "a\nb"}], "printable"),
+        ("cloudflare", [{"id": "x" * 256}], "printable"),
+        ("cloudflare", [{"id": 7}], "printable"),
+        ("cloudflare", [{"id": "root"}, {"id": "root"}], "twice"),
+        (
+            "tokens",
+            [{"id": "user:alice@example.com", "secret_sha256": "0" * 64}],
+            "Cloudflare Access",
+        ),
+    ],
+)
+def test_configured_client_ids_must_be_sane(mode: str, clients: list, fragment: str) -> None:
+    settings = Auth(mode=mode, clients=clients, team_domain=TEAM, audience=AUD, jwks_url="")
+    with pytest.raises(SettingsError, match=fragment):
+        check_settings(settings)
+
+
+def test_sane_client_ids_pass() -> None:
+    settings = Auth(
+        mode="cloudflare",
+        clients=[{"id": "root", "admin": True}, {"id": "user:alice@example.com"}],
+        team_domain=TEAM,
+        audience=AUD,
+        jwks_url="",
+    )
+    check_settings(settings)
