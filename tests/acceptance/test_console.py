@@ -247,10 +247,32 @@ async def test_console_live_list_timeline_and_retry(
 
         browser.find_element(By.LINK_TEXT, "Overview").click()
         await until(lambda: browser.find_elements(By.CSS_SELECTOR, ".tile"), "overview tiles")
-        await until(lambda: "≥" not in text(browser, ".tiles"), "tiles")
+        await until(lambda: "2\ndelivered" in text(browser, ".tiles"), "the counts")
         tiles = text(browser, ".tiles")
-        assert "2\naccepted" in tiles and "2\ndelivered" in tiles, tiles
+        assert "2\naccepted" in tiles and "0\nfailed" in tiles, tiles
+        # The slowest servers (GET /api/stats): every attempt went to the one receiver, four of
+        # them (ok, fixed twice, ok again), the first "fixed" one a failure.
+        server = receiver.url("ok").split("/")[2]
+        hosts = await until(
+            lambda: find(browser, "#slowest-hosts table.hosts"), "the slowest servers table"
+        )
+        [host_row] = hosts.find_elements(By.CSS_SELECTOR, "tbody tr")
+        cells = [c.text for c in host_row.find_elements(By.CSS_SELECTOR, "th, td")]
+        assert cells[:3] == [server, "4", "1"], cells
+        assert cells[3].endswith(" ms") and cells[4].endswith(" ms") and "ago" in cells[5], cells
         shots(browser, "overview")
+
+        # The destination-type filter is the API's (destination_type): no email here, both
+        # notifications by webhook.
+        browser.execute_script("location.hash = '#/notifications?type=email'")
+        await until(lambda: find(browser, "#type").get_attribute("value") == "email", "the filter")
+        await until(lambda: "No notifications match." in text(browser, "main"), "none by email")
+        assert not browser.find_elements(By.CSS_SELECTOR, "tbody tr")
+        browser.execute_script("location.hash = '#/notifications?type=webhook'")
+        await until(
+            lambda: len(browser.find_elements(By.CSS_SELECTOR, "table.list tbody tr")) == 2,
+            "both by webhook",
+        )
         browser.find_element(By.LINK_TEXT, "Destinations").click()
         await until(lambda: "not available" in text(browser, "main"), "the destinations page")
         shots(browser, "destinations")

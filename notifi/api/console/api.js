@@ -1,8 +1,9 @@
 // The public API, called with the caller's own credentials. In `tokens` mode the service-token
 // pair lives in sessionStorage (this tab only) and goes out as the Cloudflare Access headers;
-// in `cloudflare` mode the browser's Access cookie makes Cloudflare add its JWT, and a service
-// token may be given instead (Access turns those headers into a JWT too); in `none` mode
-// nothing is needed.
+// in `cloudflare` mode the browser's Access session is enough: Cloudflare adds its JWT and the
+// API takes the person as client `user:<email>`; only when that is refused (401) is a service
+// token asked for instead (Access turns those headers into a JWT too); in `none` mode nothing
+// is needed.
 
 const KEY = "notifi.console.credentials";
 let mode = "none";
@@ -50,10 +51,9 @@ export async function api(method, path, body) {
   const text = await response.text();
   let doc = null;
   try { doc = text ? JSON.parse(text) : null; } catch { doc = { detail: text.slice(0, 200) }; }
-  // Refused credentials are forgotten and asked for again. Behind Access, a person's own
-  // login is refused with 403 (the API takes service tokens only): offer the form then too.
-  const userRefused = response.status === 403 && mode === "cloudflare" && !given;
-  if (response.status === 401 || userRefused) {
+  // Refused credentials are forgotten and asked for again. A 403 is not a refusal of who
+  // the caller is (a read-only client writing, say): it is shown where it happened.
+  if (response.status === 401) {
     forgetCredentials();
     unauthorized(doc);
   }

@@ -35,7 +35,8 @@ function show() {
   $("login").hidden = true;
   $("nav").hidden = false;
   $("sign-out").hidden = !API.usesCredentials();
-  $("who").textContent = API.usesCredentials() ? `client ${API.credentials().id}` : "";
+  const session = API.getMode() === "cloudflare" ? "your Cloudflare Access login" : "";
+  $("who").textContent = API.usesCredentials() ? `client ${API.credentials().id}` : session;
   const current = route();
   for (const link of $("nav").querySelectorAll("a")) {
     const page = link.getAttribute("href").slice(2);

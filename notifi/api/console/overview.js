@@ -1,56 +1,67 @@
-// A small overview of a recent window: accepted, delivered, failed, and what is due soon.
-// The API has no count endpoint, so each figure counts one bounded page of the list API
-// (its largest page size); "at least" marks a page that was full.
+// A small overview of a recent window, from GET /api/stats (the caller's own notifications, an
+// admin's: everyone's): accepted and per-status counts, what is due within the hour, and the
+// slowest destination servers.
 
 import { api, query } from "./api.js";
-import { every, h, label, replace } from "./dom.js";
+import { every, h, label, replace, when } from "./dom.js";
 
 const REFRESH_MS = 10000;
 const WINDOWS = { "1 hour": 3600, "24 hours": 86400, "7 days": 604800 };
 const DUE_SOON_S = 3600;
+const SHOWN = ["delivered", "failed", "partially_failed", "expired"];
 
-function tile(name, count, full, note) {
+function tile(name, count) {
   return h("div", { class: "tile" },
-    h("div", { class: "count" }, full ? `≥ ${count}` : String(count)),
-    h("div", { class: "name" }, name),
-    note ? h("div", { class: "muted small" }, note) : null);
+    h("div", { class: "count" }, String(count)),
+    h("div", { class: "name" }, name));
 }
 
-export function overviewPage(section, { params, meta }) {
+const ms = (value) => `${value.toLocaleString(undefined, { maximumFractionDigits: 1 })} ms`;
+
+function hostsTable(hosts) {
+  if (!hosts.length) return h("p", { class: "muted" }, "No attempts in this window.");
+  return h("div", { class: "table-wrap" },
+    h("table", { class: "hosts" },
+      h("caption", { class: "visually-hidden" }, "Slowest destination servers, slowest first"),
+      h("thead", {}, h("tr", {},
+        ["Server", "Attempts", "Failures", "p50", "p95", "Last failure"]
+          .map((c, i) => h("th", { scope: "col", class: i && i < 5 ? "num" : null }, c)))),
+      h("tbody", {}, hosts.map((s) => h("tr", {},
+        h("th", { scope: "row", class: "mono" }, s.host),
+        h("td", { class: "num" }, String(s.attempts)),
+        h("td", { class: "num" }, String(s.failures)),
+        h("td", { class: "num" }, ms(s.p50_ms)),
+        h("td", { class: "num" }, ms(s.p95_ms)),
+        h("td", {}, when(s.last_failure_at)))))));
+}
+
+export function overviewPage(section, { params }) {
   document.title = "Overview · Notifi";
   const chosen = WINDOWS[params.get("window")] ? params.get("window") : "24 hours";
   const tiles = h("div", { class: "tiles", "aria-live": "polite" });
+  const hosts = h("div", { id: "slowest-hosts" });
+  const cut = h("p", { class: "note", hidden: true });
   const error = h("p", { class: "error", role: "alert" });
-  const limit = meta.max_page_size;
   let shown = "";
-
-  const count = async (filters) => {
-    const page = await api("GET", `/api/notifications${query({ ...filters, limit })}`);
-    return { items: page.items, full: Boolean(page.next_cursor) };
-  };
 
   async function refresh() {
     const since = new Date(Date.now() - WINDOWS[chosen] * 1000).toISOString();
-    const ended = ["delivered", "failed", "partially_failed"];
-    if ((meta.statuses || []).includes("expired")) ended.push("expired");
-    const [all, scheduled, ...counts] = await Promise.all([
-      count({ created_after: since }),
-      count({ status: "scheduled" }),
-      ...ended.map((status) => count({ created_after: since, status })),
-    ]);
-    const horizon = Date.now() + DUE_SOON_S * 1000;
-    const dueSoon = scheduled.items.filter((n) => Date.parse(n.scheduled_at) <= horizon).length;
-    const figures = [
-      ["accepted", all.items.length, all.full],
-      ...ended.map((status, i) => [label(status), counts[i].items.length, counts[i].full]),
-      ["due within an hour", dueSoon, false,
-        scheduled.full ? `among the ${limit} newest scheduled` : "all scheduled counted"],
-    ];
+    const stats = await api("GET", `/api/stats${query({ since, due_within: DUE_SOON_S })}`);
     error.textContent = "";
-    const signature = JSON.stringify(figures);
-    if (signature === shown) return; // unchanged: the live region stays quiet
+    const figures = [
+      ["accepted", stats.accepted],
+      ...SHOWN.map((status) => [label(status), stats.by_status[status] ?? 0]),
+      ["due within an hour", stats.due_soon],
+    ];
+    // Only what changed is redrawn, so the live region stays quiet when nothing moved.
+    const signature = JSON.stringify([figures, stats.slowest_hosts, stats.attempts_truncated]);
+    if (signature === shown) return;
     shown = signature;
     replace(tiles, figures.map((f) => tile(...f)));
+    replace(hosts, hostsTable(stats.slowest_hosts));
+    cut.hidden = !stats.attempts_truncated;
+    cut.textContent = `Servers are ranked from the newest ${stats.attempts_read_limit.toLocaleString()} `
+      + "attempts, which do not reach back to the window's start.";
   }
 
   const pick = h("select", { id: "window",
@@ -61,9 +72,11 @@ export function overviewPage(section, { params, meta }) {
     h("h1", { id: "page-title" }, "Overview"),
     h("p", {}, h("label", { for: "window" }, "Created in the last "), pick),
     error, tiles,
-    h("p", { class: "note" },
-      `Counted from one page of up to ${limit} notifications per figure (the API has no count `,
-      "endpoint); “≥” means there are more. Refreshed every 10 seconds."));
+    h("h2", {}, "Slowest servers"),
+    h("p", { class: "note" }, "By the 95th percentile of attempt durations in the window; "
+      + "email counts as one server."),
+    hosts, cut,
+    h("p", { class: "note" }, "Refreshed every 10 seconds."));
 
   return every(REFRESH_MS, async () => {
     try { await refresh(); } catch (e) { error.textContent = e.message; throw e; }
