@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -20,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.support.process import NotifiProcess, free_port
 from tests.support.receiver import Receiver
@@ -374,6 +378,71 @@ async def test_console_reschedules_while_scheduled(
         else:  # PATCH is issue 13's other half; until it lands the console says so
             await until(lambda: "cannot reschedule" in text(browser, "#view .error"), "the message")
             assert errors_in_log(browser, allow=lambda m: "405" in m) == []
+        assert await proc.terminate() == 0, proc.output()
+    finally:
+        proc.kill()
+
+
+TEAM, AUD = "https://notifi-test.cloudflareaccess.com", "console-aud"
+
+
+@pytest.fixture
+async def access() -> AsyncIterator[tuple[str, Callable[..., str]]]:
+    """A stand-in for Cloudflare Access: the team's JWKS on loopback, and a maker of the JWTs
+    Access would add to each request of a signed-in browser."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"kid": "k1", "alg": "RS256", "use": "sig"})
+
+    async def certs(_: web.Request) -> web.Response:
+        return web.json_response({"keys": [jwk]})
+
+    app = web.Application()
+    app.router.add_get("/cdn-cgi/access/certs", certs)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+
+    def token(**claims: str) -> str:
+        now = int(time.time())
+        body = {"aud": [AUD], "iss": TEAM, "iat": now, "exp": now + 600, **claims}
+        return jwt.encode(body, key, algorithm="RS256", headers={"kid": "k1"})
+
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}/cdn-cgi/access/certs", token
+    await runner.cleanup()
+
+
+async def test_console_cloudflare_mode_uses_the_access_session(
+    settings_env: dict[str, str], receiver: Receiver, browser: Any, access: tuple
+) -> None:
+    """Behind Access the browser's own login is enough: no form, the person's notifications
+    (as client user:<email>) and the overview, not another person's."""
+    jwks_url, token = access
+    env = {
+        **settings_env,
+        "NOTIFI_AUTH__MODE": "cloudflare",
+        "NOTIFI_AUTH__TEAM_DOMAIN": TEAM,
+        "NOTIFI_AUTH__AUDIENCE": AUD,
+        "NOTIFI_AUTH__JWKS_URL": jwks_url,
+    }
+    proc, api = await start_notifi(env)
+    try:
+        hook = [{"type": "webhook", "url": receiver.url("ok")}]
+        alice = {"Cf-Access-Jwt-Assertion": token(email="alice@example.com", sub="a1")}
+        bob = {"Cf-Access-Jwt-Assertion": token(email="bob@example.com", sub="b1")}
+        mine = await submit(api, {"title": "Alice's", "body": "b", "destinations": hook}, alice)
+        await submit(api, {"title": "Bob's", "body": "b", "destinations": hook}, bob)
+        # What Cloudflare does for a signed-in browser: the JWT on every request to the origin.
+        browser.execute_cdp_cmd("Network.enable", {})
+        browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": alice})
+        browser.get(f"{api}/console/")
+        await until(lambda: "Alice's" in text(browser, f'tr[data-id="{mine}"]'), "her list")
+        assert not find(browser, "#login").is_displayed()
+        assert "Cloudflare Access" in text(browser, "#who")
+        assert "Bob's" not in text(browser, "main")
+        browser.find_element(By.LINK_TEXT, "Overview").click()
+        await until(lambda: "1\naccepted" in text(browser, ".tiles"), "her counts")
+        assert errors_in_log(browser) == []
         assert await proc.terminate() == 0, proc.output()
     finally:
         proc.kill()
