@@ -533,3 +533,24 @@ async def test_openapi_describes_expiry_reschedule_and_the_expired_status(
     assert schemas["RescheduleRequest"]["additionalProperties"] is False
     r = await client.get("/api/notifications?status=expired")
     assert r.status == 200
+
+
+async def test_stats_answer_matches_its_openapi_schema(client: TestClient) -> None:
+    import fastjsonschema
+
+    r = await client.post("/api/notifications", json={"body": "b", "destinations": [HOOK]})
+    assert r.status == 202
+    doc = await (await client.get("/api/openapi.json")).json()
+    check = fastjsonschema.compile(doc["components"]["schemas"]["Stats"])
+    r = await client.get("/api/stats")
+    assert r.status == 200
+    stats = await r.json()
+    check(stats)
+    assert stats["accepted"] == 1 and stats["by_status"]["pending"] == 1
+    operation = doc["paths"]["/api/stats"]["get"]
+    assert {"400", "401", "403", "422", "429"} <= set(operation["responses"])
+    listed = doc["paths"]["/api/notifications"]["get"]["parameters"]
+    [kind] = [p for p in listed if p["name"] == "destination_type"]
+    assert kind["schema"]["enum"] == ["webhook", "email", "slack", "discord", "teams"]
+    r = await client.get("/api/notifications?destination_type=webhooks")
+    assert r.status == 422 and r.content_type == "application/problem+json"
