@@ -315,6 +315,7 @@ def stats() -> dict[str, Any]:
             "by_status",
             "due_within",
             "due_soon",
+            "due_soon_truncated",
             "slowest_hosts",
             "attempts_read_limit",
             "attempts_truncated",
@@ -335,6 +336,11 @@ def stats() -> dict[str, Any]:
                 **count,
                 "description": "Notifications not deleted with a delivery still scheduled and "
                 "due within due_within seconds (overdue ones included).",
+            },
+            "due_soon_truncated": {
+                "type": "boolean",
+                "description": "Only the service's 100,000 soonest scheduled deliveries were "
+                "looked at: due_soon is a lower bound.",
             },
             "slowest_hosts": {
                 "type": "array",

@@ -4,9 +4,12 @@ admin's: every client's). The route is app.py's: it reads the request and calls 
 this module needs nothing of app.py.
 
 Bounds, so the call stays cheap at any table size: `since` at most `MAX_WINDOW` back (the
-counts are a range of an id index: ids are UUIDv7, time-ordered), and the slowest hosts come
-from at most the newest `ATTEMPTS_READ` attempts (`attempts_truncated` says when that bound
-cut the window short, so the figures cover less than the window)."""
+counts are a range of an id index: ids are UUIDv7, time-ordered, and exact), due soon looks at
+no more than the `DUE_READ` soonest scheduled deliveries of the service (`due_soon_truncated`
+says the bound was reached: the count is then a lower bound), and the slowest hosts come from
+at most the newest `ATTEMPTS_READ` attempts of the service (`attempts_truncated` says when
+that bound cut the window short, so the figures cover less than the window). Both bounds are
+applied before the client filter, so what one client costs does not depend on its share."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ WINDOW_GRACE = timedelta(minutes=5)
 DEFAULT_DUE_WITHIN_S = 3600
 MAX_DUE_WITHIN_S = int(MAX_WINDOW.total_seconds())
 ATTEMPTS_READ = 100_000
+DUE_READ = 100_000  # due deliveries looked at, soonest first
 SLOWEST_HOSTS = 5
 PARAMS = frozenset({"since", "due_within"})
 
@@ -89,6 +93,7 @@ def resource(found: Stats, asked: StatsQuery, now: datetime) -> dict[str, Any]:
         "by_status": by_status,
         "due_within": asked.due_within_s,
         "due_soon": found.due_soon,
+        "due_soon_truncated": found.due_soon_truncated,
         "slowest_hosts": [
             {
                 "host": h["host"],
@@ -118,5 +123,6 @@ async def overview(
         asked.due_within_s,
         attempts_limit=ATTEMPTS_READ,
         hosts=SLOWEST_HOSTS,
+        due_limit=DUE_READ,
     )
     return resource(found, asked, now)

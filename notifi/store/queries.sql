@@ -54,23 +54,27 @@ SELECT * FROM notifications
 -- As list_notifications, keeping only notifications with a delivery of kind $8: candidates
 -- come newest first from (client_id, id DESC) and each is checked on deliveries' primary key
 -- (notification_id first), so a page stops as soon as it is full. Like the status filter, a
--- rare kind walks further back; the time range ($6, $7) bounds that walk.
-SELECT * FROM notifications n
+-- rare kind walks further back; the time range ($6, $7) bounds that walk. The check is a
+-- LATERAL with LIMIT 1, not EXISTS: EXISTS may become a semi-join, and for a kind the
+-- statistics call rare the planner then reads every delivery of that kind and sorts.
+SELECT n.* FROM notifications n
+ CROSS JOIN LATERAL (SELECT 1 FROM deliveries d
+                      WHERE d.notification_id = n.id AND d.kind = $8 LIMIT 1) k
  WHERE n.client_id = $1
    AND n.id < $6 AND n.id >= $7
    AND ($2::bool OR n.deleted_at IS NULL)
    AND ($3::text IS NULL OR n.status = $3)
-   AND EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.kind = $8)
  ORDER BY n.id DESC
  LIMIT $4 OFFSET $5;
 
 -- name: list_all_notifications_of_type --
 -- Every client's (an admin) with a delivery of kind $7, newest first, on the primary keys.
-SELECT * FROM notifications n
+SELECT n.* FROM notifications n
+ CROSS JOIN LATERAL (SELECT 1 FROM deliveries d
+                      WHERE d.notification_id = n.id AND d.kind = $7 LIMIT 1) k
  WHERE n.id < $5 AND n.id >= $6
    AND ($1::bool OR n.deleted_at IS NULL)
    AND ($2::text IS NULL OR n.status = $2)
-   AND EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.kind = $7)
  ORDER BY n.id DESC
  LIMIT $3 OFFSET $4;
 
@@ -497,22 +501,35 @@ SELECT status, count(*) AS count
 
 -- name: stats_due_soon --
 -- Notifications with a delivery still scheduled and due within $1 seconds (overdue included),
--- not deleted; $2 the client (NULL: every client's). A range of the deliveries_open index.
-SELECT count(DISTINCT d.notification_id)
-  FROM deliveries d
-  JOIN notifications n ON n.id = d.notification_id
- WHERE d.status IN ('pending', 'scheduled', 'delivering')  -- deliveries_open's predicate
-   AND d.status = 'scheduled'
-   AND d.next_attempt_at <= now() + make_interval(secs => $1)
-   AND n.deleted_at IS NULL
-   AND ($2::text IS NULL OR n.client_id = $2);
+-- of client $2 (NULL: every client's). A deleted notification has no scheduled delivery (the
+-- delete cancels them in its transaction), so only a client's count looks at deleted_at, in
+-- the lookup it makes anyway; an admin's needs no lookup at all. Bounded: at most $3 such deliveries (a
+-- range of the deliveries_open index, unsorted); `truncated` says the bound was reached. For a
+-- client each one's notification is looked up by its primary key (a correlated subquery, so
+-- the planner cannot trade the lookups for a scan of the whole notifications table).
+WITH due AS (
+    SELECT d.notification_id
+      FROM deliveries d
+     WHERE d.status IN ('pending', 'scheduled', 'delivering')  -- deliveries_open's predicate
+       AND d.status = 'scheduled'
+       AND d.next_attempt_at <= now() + make_interval(secs => $1)
+     LIMIT $3
+)
+SELECT count(DISTINCT due.notification_id)
+           FILTER (WHERE $2::text IS NULL
+                      OR (SELECT n.client_id = $2 AND n.deleted_at IS NULL
+                            FROM notifications n WHERE n.id = due.notification_id)) AS due_soon,
+       count(*) = $3 AS truncated
+  FROM due;
 
 -- name: stats_slowest_hosts --
 -- The $4 destination servers with the slowest attempts (by p95 duration) among attempts
 -- started since $1, of client $2 (NULL: every client's). Bounded: only the newest $3 attempts
 -- are read (the identity key, backwards), then filtered by time and client; `truncated` says
 -- the bound cut the window short. A server is the url's host:port (the scheme's port when
--- none is given); a destination without a url (email) counts under its channel's name.
+-- none is given); a destination without a url (email) counts under its channel's name. The
+-- delivery and the client are looked up per attempt on primary keys (a LATERAL with LIMIT 1
+-- and a correlated subquery: never a scan of a whole table, whatever the estimates).
 WITH recent AS (
     SELECT notification_id, position, started_at, duration_ms, outcome
       FROM delivery_attempts
@@ -525,14 +542,17 @@ WITH recent AS (
                 WHEN lower(u.parts[1]) = 'https' THEN lower(u.parts[2]) || ':443'
                 ELSE lower(u.parts[2]) || ':80'
            END AS host
-      FROM recent r
-      JOIN deliveries d ON d.notification_id = r.notification_id AND d.position = r.position
-      JOIN notifications n ON n.id = r.notification_id
-     CROSS JOIN LATERAL regexp_match(d.destination ->> 'url',
+      FROM (SELECT * FROM recent WHERE started_at >= $1) r
+     CROSS JOIN LATERAL (SELECT d.kind, d.destination ->> 'url' AS url
+                           FROM deliveries d
+                          WHERE d.notification_id = r.notification_id
+                            AND d.position = r.position
+                          LIMIT 1) d
+     CROSS JOIN LATERAL regexp_match(d.url,
                                      '^([A-Za-z][A-Za-z0-9+.-]*)://(?:[^@/?#]*@)?([^/?#]+)')
            AS u(parts)
-     WHERE r.started_at >= $1
-       AND ($2::text IS NULL OR n.client_id = $2)
+     WHERE $2::text IS NULL
+        OR (SELECT n.client_id FROM notifications n WHERE n.id = r.notification_id) = $2
 ), edge AS (
     SELECT count(*) = $3 AND min(started_at) >= $1 AS truncated FROM recent
 )

@@ -155,11 +155,11 @@ async def known_data_set(store: Store) -> dict[str, list[float]]:
     await ds.notification(
         "alpha", "scheduled", hour_ago, [(A, "scheduled")], due=NOW + timedelta(hours=2)
     )
-    await ds.notification(
+    await ds.notification(  # deleted: its delivery cancelled, as DELETE leaves it
         "alpha",
         "cancelled",
         hour_ago,
-        [(A, "scheduled")],
+        [(A, "cancelled")],
         due=NOW + timedelta(minutes=10),
         deleted=True,
     )
@@ -206,7 +206,9 @@ async def test_stats_on_a_known_data_set(client: TestClient, store: Store) -> No
         "cancelled": 1,
         "expired": 1,
     }
-    assert doc["due_within"] == 3600 and doc["due_soon"] == 1  # not the deleted one, not 2 h
+    assert (
+        doc["due_within"] == 3600 and doc["due_soon"] == 1
+    )  # not the deleted (cancelled) one, nor 2 h
     hosts = doc["slowest_hosts"]
     mine = ["a.example:443", "b.example:8080", "email"]
     assert [{k: h[k] for k in ("host", "attempts", "p50_ms", "p95_ms")} for h in hosts] == (
@@ -220,7 +222,12 @@ async def test_stats_on_a_known_data_set(client: TestClient, store: Store) -> No
     assert abs(failed_at - (NOW - timedelta(hours=1) + timedelta(seconds=1))) < timedelta(
         milliseconds=1
     )
-    assert doc["attempts_truncated"] is False
+    assert doc["attempts_truncated"] is False and doc["due_soon_truncated"] is False
+    # The bound on due deliveries looked at: reached, the count is a lower bound.
+    found = await store.stats(
+        "alpha", NOW - timedelta(hours=1), 10800, attempts_limit=10, hosts=5, due_limit=1
+    )
+    assert found.due_soon_truncated and found.due_soon == 1
 
     # A longer window takes in the old notification and its slow attempt; a longer horizon the
     # later schedule.
@@ -376,8 +383,8 @@ async def test_stats_and_type_filter_plans_stay_on_indexes(store: Store) -> None
     cases = {
         "counts": (query("stats_counts"), "c1", id_at(since)),
         "counts (admin)": (query("stats_counts_all"), id_at(since)),
-        "due soon": (query("stats_due_soon"), 3600.0, "c1"),
-        "due soon (admin)": (query("stats_due_soon"), 3600.0, None),
+        "due soon": (query("stats_due_soon"), 3600.0, "c1", 100_000),
+        "due soon (admin)": (query("stats_due_soon"), 3600.0, None, 100_000),
         "slowest hosts": (query("stats_slowest_hosts"), since, "c1", 100_000, 5),
         "by type": (
             query("list_notifications_of_type"),

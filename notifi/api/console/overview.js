@@ -51,7 +51,8 @@ export function overviewPage(section, { params }) {
     const figures = [
       ["accepted", stats.accepted],
       ...SHOWN.map((status) => [label(status), stats.by_status[status] ?? 0]),
-      ["due within an hour", stats.due_soon],
+      // A lower bound when the server's bound on due deliveries looked at was reached.
+      ["due within an hour", `${stats.due_soon_truncated ? "≥ " : ""}${stats.due_soon}`],
     ];
     // Only what changed is redrawn, so the live region stays quiet when nothing moved.
     const signature = JSON.stringify([figures, stats.slowest_hosts, stats.attempts_truncated]);
