@@ -1,5 +1,6 @@
-"""The delivery role: a consumer of `delivery.due` jobs feeding a pool of workers, and a
-recorder that writes their outcomes in batches before the jobs' offsets are committed."""
+"""The delivery role's workers: wait until a job is due (never early), re-check it, claim,
+send, and hand the outcome to the recorder (actors/recorder.py). The jobs come from the
+delivery consumer (actors/delivery_consumer.py)."""
 
 from __future__ import annotations
 
@@ -7,31 +8,26 @@ import asyncio
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 from uuid import UUID
 
 import structlog
 
-from actors.consumer import ConsumingActor, Message
-from notifi import events, metrics, outcome
-from notifi.bus import Bus, BusError
-from notifi.bus import Record as BusRecord
-from notifi.claims import Claim, job_token
+from notifi import metrics, outcome
+from notifi.claims import Claim
 from notifi.destinations.base import Outcome, Sender, SendResult
 from notifi.hosts import BUSY_PATIENCE_S, HostGate
 from notifi.model import (
-    OPEN_STATUSES,
     DeliveryJob,
     DeliveryStatus,
     Notification,
     NotificationState,
 )
-from notifi.outage import POSTGRES_AWAY, Backoff, Outage
+from notifi.outage import POSTGRES_AWAY
 from notifi.retry import RetryPolicy
 from notifi.runtime import Actor, Letter, Mailbox
 from notifi.store import Finished
@@ -44,12 +40,6 @@ T = TypeVar("T")
 # re-checked like one loaded before it was due: a delete or a reschedule may have come since.
 RECHECK_AFTER_S = 0.25
 # Postgres (or the network) briefly away: wait and try again, never fail or drop the job.
-
-
-class JobLoader(Protocol):
-    """What the consumer needs of the store."""
-
-    async def load_jobs(self, keys: Sequence[Key]) -> Mapping[Key, Mapping[str, Any]]: ...
 
 
 class StateCheck(Protocol):
@@ -65,20 +55,6 @@ class JobClaims(Protocol):
     async def claim(self, item: tuple[Key, str], /) -> Claim: ...
 
     async def mark_delivered(self, key: Key, /) -> bool: ...
-
-
-class OutcomeWriter(Protocol):
-    """What the recorder needs of the store."""
-
-    async def record(
-        self, finished: Sequence[Finished], requeued: Sequence[DeliveryJob]
-    ) -> None: ...
-
-
-class ClaimRelease(Protocol):
-    """What the recorder needs of the claims."""
-
-    async def release(self, items: Sequence[tuple[Key, str]]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -99,73 +75,6 @@ class Record:
     finished: Finished | None = None
     requeue: DeliveryJob | None = None
     event: str | None = None
-
-
-def is_open(row: Mapping[str, Any] | None) -> bool:
-    """Whether a loaded job still has something to do (not gone, deleted or finished)."""
-    return row is not None and row["deleted_at"] is None and row["status"] in OPEN_STATUSES
-
-
-class DeliveryConsumer(ConsumingActor[DeliveryJob]):
-    """Fetches jobs, loads what they need in one query per batch (waiting out Postgres being
-    away), hands them to the workers (waiting when their mailbox is full), and commits offsets
-    below the oldest job still in flight (actors/consumer.py)."""
-
-    backoff = Backoff()  # between tries while Postgres is away
-
-    def __init__(
-        self,
-        name: str,
-        bus: Bus,
-        store: JobLoader,
-        outbox: Mailbox[Work],
-        *,
-        topic: str,
-        group: str,
-        fetch_max: int,
-        instance_id: str,
-        process_token: str,
-        drain_timeout_s: float,
-    ) -> None:
-        super().__init__(
-            name,
-            bus,
-            topic=topic,
-            group=group,
-            fetch_max=fetch_max,
-            drain_timeout_s=drain_timeout_s,
-        )
-        self._store, self._outbox = store, outbox
-        self._instance_id, self._process_token = instance_id, process_token
-
-    async def on_start(self) -> None:
-        self._postgres = Outage("postgres", self.name, POSTGRES_AWAY, self.backoff)
-        await super().on_start()
-
-    def decode(self, record: BusRecord) -> DeliveryJob:
-        return events.read_delivery_due(record.value)
-
-    async def handle(self, messages: list[Message[DeliveryJob]]) -> None:
-        load = partial(self._store.load_jobs, [m.value.key for m in messages])
-        rows = await self._postgres.call(load, self.sleep)
-        now = datetime.now(UTC)
-        # Decide every message before handing any over: nothing below may raise once a job
-        # is with the workers (the consuming actor would otherwise handle it again).
-        handed, finished = [], []
-        for m in messages:
-            row = rows.get(m.value.key)
-            if is_open(row):
-                handed.append((m, row))
-            else:
-                finished.append(m)  # gone, deleted, or already finished: nothing to do
-        for m in finished:
-            m.ack()
-        for m, row in handed:
-            r = m.record
-            token = job_token(
-                self._instance_id, self._process_token, r.topic, r.partition, r.offset
-            )
-            await self._outbox.put(Work(m.value, row, token, m.hand_over(), now))
 
 
 def destination_host(row: Mapping[str, Any]) -> str:
@@ -406,72 +315,3 @@ class DeliveryWorker(Actor):
             next_attempt_at=decision.next_attempt_at,
         )
         await self._recorder.put(Record(work, finished=finished, event=decision.event))
-
-
-class Recorder(Actor):
-    """Writes outcomes in batches (one transaction), then releases claims and acks the jobs.
-    While Postgres is down it keeps the batch and tries again: nothing is acked unwritten."""
-
-    def __init__(
-        self,
-        name: str,
-        inbox: Mailbox[Record],
-        *,
-        store: OutcomeWriter,
-        claims: ClaimRelease,
-        batch: int,
-        bus: Bus,
-        events_topic: str,
-    ) -> None:
-        super().__init__(name, inbox)
-        self._store, self._claims, self._batch = store, claims, batch
-        self._bus, self._events_topic = bus, events_topic
-
-    async def run(self) -> None:
-        while True:  # until stopped with an empty mailbox: every outcome is written
-            async with self.receive_batch(self._batch, 0.002) as records:
-                await self._write(records)
-
-    async def _write(self, records: list[Record]) -> None:
-        finished = [r.finished for r in records if r.finished is not None]
-        requeued = [r.requeue for r in records if r.requeue is not None]
-        delay_s = 0.1
-        while True:
-            try:
-                await self._store.record(finished, requeued)
-                break
-            except POSTGRES_AWAY as exc:
-                log.warning("record_failed_retrying", actor=self.name, error=str(exc))
-                await asyncio.sleep(delay_s)  # keeps trying while draining too: acks wait
-                delay_s = min(delay_s * 2, 2.0)
-        await self._claims.release(
-            [
-                (r.work.job.key, r.work.token)
-                for r in records
-                if r.finished is not None and r.finished.new_status is not DeliveryStatus.DELIVERED
-            ]
-        )
-        for r in records:
-            r.work.ack()
-        await self._publish_events(records)
-
-    async def _publish_events(self, records: list[Record]) -> None:
-        """Operational events, after the record is durable; best effort (the database is the
-        record, the topic a feed for other systems)."""
-        out = [
-            events.delivery_outcome(
-                r.event,
-                r.finished.job,
-                client_id=r.work.row["client_id"],
-                channel=r.work.row["kind"],
-                status_code=r.finished.status_code,
-                error=r.finished.error,
-            )
-            for r in records
-            if r.event is not None and r.finished is not None
-        ]
-        if out:
-            try:
-                await self._bus.publish(self._events_topic, out)
-            except BusError as exc:
-                log.warning("events_publish_failed", error=str(exc), count=len(out))

@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from actors.api import AcceptWriter, submit
-from actors.delivery import DeliveryConsumer, DeliveryWorker, Recorder
+from actors.delivery import DeliveryWorker
+from actors.delivery_consumer import DeliveryConsumer
 from actors.http import HttpServer
 from actors.poller import Backstop, Poller
+from actors.recorder import Recorder
 from actors.router import Router
 from actors.sweeper import Sweeper
 from notifi import metrics

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from actors.delivery import DeliveryWorker, Recorder
+from actors.delivery import DeliveryWorker
+from actors.recorder import Recorder
 from notifi.bus import Bus, MemoryBus
 from notifi.claims import Claims
 from notifi.destinations.base import Sender

@@ -14,7 +14,8 @@ from uuid import UUID, uuid4
 
 import orjson
 
-from actors.delivery import DeliveryWorker, Record, Recorder, Work
+from actors.delivery import DeliveryWorker, Record, Work
+from actors.recorder import Recorder
 from notifi.bus import MemoryBus
 from notifi.claims import Claim
 from notifi.destinations.base import Outcome, Sender, SendResult

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from actors.delivery import DeliveryConsumer, Work
+from actors.delivery import Work
+from actors.delivery_consumer import DeliveryConsumer
 from notifi import events
 from notifi.bus import MemoryBus
 from notifi.model import DeliveryJob

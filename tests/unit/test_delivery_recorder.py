@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from actors.delivery import Record, Recorder, Work
+from actors.delivery import Record, Work
+from actors.recorder import Recorder
 from notifi import events
 from notifi.bus import MemoryBus
 from notifi.model import DeliveryJob, DeliveryStatus

@@ -1,0 +1,95 @@
+"""The delivery role's consumer: fetches `delivery.due` jobs, loads what they need in one query
+per batch, and hands them to the workers (actors/delivery.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, Protocol
+from uuid import UUID
+
+from actors.consumer import ConsumingActor, Message
+from actors.delivery import Work
+from notifi import events
+from notifi.bus import Bus
+from notifi.bus import Record as BusRecord
+from notifi.claims import job_token
+from notifi.model import OPEN_STATUSES, DeliveryJob
+from notifi.outage import POSTGRES_AWAY, Backoff, Outage
+from notifi.runtime import Mailbox
+
+Key = tuple[UUID, int]
+
+
+class JobLoader(Protocol):
+    """What the consumer needs of the store."""
+
+    async def load_jobs(self, keys: Sequence[Key]) -> Mapping[Key, Mapping[str, Any]]: ...
+
+
+def is_open(row: Mapping[str, Any] | None) -> bool:
+    """Whether a loaded job still has something to do (not gone, deleted or finished)."""
+    return row is not None and row["deleted_at"] is None and row["status"] in OPEN_STATUSES
+
+
+class DeliveryConsumer(ConsumingActor[DeliveryJob]):
+    """Fetches jobs, loads what they need in one query per batch (waiting out Postgres being
+    away), hands them to the workers (waiting when their mailbox is full), and commits offsets
+    below the oldest job still in flight (actors/consumer.py)."""
+
+    backoff = Backoff()  # between tries while Postgres is away
+
+    def __init__(
+        self,
+        name: str,
+        bus: Bus,
+        store: JobLoader,
+        outbox: Mailbox[Work],
+        *,
+        topic: str,
+        group: str,
+        fetch_max: int,
+        instance_id: str,
+        process_token: str,
+        drain_timeout_s: float,
+    ) -> None:
+        super().__init__(
+            name,
+            bus,
+            topic=topic,
+            group=group,
+            fetch_max=fetch_max,
+            drain_timeout_s=drain_timeout_s,
+        )
+        self._store, self._outbox = store, outbox
+        self._instance_id, self._process_token = instance_id, process_token
+
+    async def on_start(self) -> None:
+        self._postgres = Outage("postgres", self.name, POSTGRES_AWAY, self.backoff)
+        await super().on_start()
+
+    def decode(self, record: BusRecord) -> DeliveryJob:
+        return events.read_delivery_due(record.value)
+
+    async def handle(self, messages: list[Message[DeliveryJob]]) -> None:
+        load = partial(self._store.load_jobs, [m.value.key for m in messages])
+        rows = await self._postgres.call(load, self.sleep)
+        now = datetime.now(UTC)
+        # Decide every message before handing any over: nothing below may raise once a job
+        # is with the workers (the consuming actor would otherwise handle it again).
+        handed, finished = [], []
+        for m in messages:
+            row = rows.get(m.value.key)
+            if is_open(row):
+                handed.append((m, row))
+            else:
+                finished.append(m)  # gone, deleted, or already finished: nothing to do
+        for m in finished:
+            m.ack()
+        for m, row in handed:
+            r = m.record
+            token = job_token(
+                self._instance_id, self._process_token, r.topic, r.partition, r.offset
+            )
+            await self._outbox.put(Work(m.value, row, token, m.hand_over(), now))
