@@ -31,6 +31,7 @@ from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 from notifi import logs, metrics
 from notifi.api import reschedule, resources, stats
 from notifi.api.console import add_console_routes
+from notifi.api.dates import EXAMPLE, parse_rfc3339
 from notifi.api.health import add_health_routes
 from notifi.api.openapi import openapi
 from notifi.api.schemas import NOTIFICATION_STATUSES, destination_schemas
@@ -395,12 +396,11 @@ def _time_param(request: web.Request, name: str) -> datetime | None:
     text = request.query.get(name)
     if text is None:
         return None
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None or "T" not in text.upper():
-        raise InvalidParameter(f"{name} must be an RFC 3339 date-time with an offset", pointer=name)
+    when = parse_rfc3339(text)
+    if when is None:
+        raise InvalidParameter(
+            f"{name} must be an RFC 3339 date-time with an offset, such as {EXAMPLE}", pointer=name
+        )
     return when
 
 

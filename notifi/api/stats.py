@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from notifi.api.dates import EXAMPLE, parse_rfc3339
 from notifi.api.schemas import NOTIFICATION_STATUSES
 from notifi.errors import InvalidParameter, InvalidRequest
 from notifi.store import Stats, Store
@@ -72,13 +73,11 @@ def parse(params: Mapping[str, str], now: datetime) -> StatsQuery:
 
 
 def _instant(text: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None or "T" not in text.upper():
+    when = parse_rfc3339(text)
+    if when is None:
         raise InvalidParameter(
-            "since must be an RFC 3339 date-time with an offset", pointer="since"
+            f"since must be an RFC 3339 date-time with an offset, such as {EXAMPLE}",
+            pointer="since",
         )
     return when
 

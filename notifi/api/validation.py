@@ -20,6 +20,7 @@ from uuid_utils.compat import uuid7
 
 from notifi import lifecycle
 from notifi.api import headers, schemas
+from notifi.api.dates import EXAMPLE, parse_rfc3339
 from notifi.api.limits import Limits
 from notifi.destinations.email import address_error, recipients
 from notifi.destinations.network import check_url
@@ -282,20 +283,15 @@ def _date(
     if value is None:
         return None
     pointer = f"{prefix}/{name}"
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
+    when = parse_rfc3339(value)
+    if when is None:
         raise InvalidRequest(
-            f"{name} {value!r} is not an RFC 3339 date-time", pointer=pointer
-        ) from None
-    if "T" not in value.upper() or when.tzinfo is None:
-        raise InvalidRequest(
-            f"{name} must be an RFC 3339 date-time with an offset, such as 2026-11-24T18:00:00Z",
+            f"{name} must be an RFC 3339 date-time with an offset, such as {EXAMPLE}",
             pointer=pointer,
         )
     if when - now > ahead:
         raise InvalidRequest(f"{name} may be at most {ahead.days} days ahead", pointer=pointer)
-    return when.astimezone(UTC)
+    return when
 
 
 def _expiry(

@@ -376,6 +376,7 @@ async def test_cursor_paging_and_time_filters(client: TestClient) -> None:
         "cursor=AAAA&offset=2",
         "created_after=yesterday",
         "created_before=2026-01-01T00:00:00",
+        "created_after=0001-01-01T00:00:00%2B14:00",  # before year 1 once in UTC
     ],
 )
 async def test_bad_cursor_and_time_parameters(client: TestClient, query: str) -> None:

@@ -179,6 +179,17 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         ),
         "/data",
     ),
+    # Dates that parse but leave the range of a datetime once in UTC (was a 500, and sank bulk).
+    (
+        "scheduled_at overflows",
+        request(webhook(), scheduled_at="0001-01-01T00:00:00+14:00"),
+        "/scheduled_at",
+    ),
+    (
+        "expires_at overflows",
+        request(webhook(), expires_at="9999-12-31T23:59:59-14:00"),
+        "/expires_at",
+    ),
 ]
 
 
