@@ -95,6 +95,11 @@ def _clients(entries: Sequence[Mapping[str, Any]], need_secret: bool) -> dict[st
                 "Cloudflare Access (auth.mode = cloudflare); a service token's id cannot "
                 "start with it"
             )
+        if cid.startswith(USER_PREFIX) and "@" in cid and cid != cid.lower():
+            raise SettingsError(
+                f"setting auth.clients[{i}].id: write a person's email in lower case "
+                f"({cid.lower()!r}): emails from Access are compared without case"
+            )
         if need_secret and (len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest)):
             raise SettingsError(f"setting auth.clients[{i}].secret_sha256 must be 64 hex digits")
         client = Client(cid, bool(entry.get("admin", False)), bool(entry.get("read_only", False)))
@@ -227,7 +232,9 @@ def client_id_of(claims: Mapping[str, Any]) -> str:
     for claim in ("email", "sub"):
         value = claims.get(claim)
         if isinstance(value, str) and value:
-            cid = USER_PREFIX + value
+            # Emails compare without case (identity providers differ in what they send), so
+            # one person stays one client; `sub` is an opaque id, kept as it is.
+            cid = USER_PREFIX + (value.lower() if claim == "email" else value)
             if not is_sane_client_id(cid):
                 raise Unauthorized(f"The Access token's {claim} is not a usable client id.")
             return cid

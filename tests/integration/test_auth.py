@@ -308,6 +308,9 @@ async def test_cloudflare_user_tokens_act_as_namespaced_people(make_client, jwks
         # A person listed by their user: id is what the operator made them.
         r = await c.get("/api/notifications", headers=person(email="alice@example.com"))
         assert {n["id"] for n in (await r.json())["items"]} == {alphas, mine}
+        # Emails compare without case: the identity provider's spelling does not split a person.
+        r = await c.get("/api/notifications", headers=person(email="Alice@Example.COM"))
+        assert {n["id"] for n in (await r.json())["items"]} == {alphas, mine}
         r = await c.get("/api/stats", headers=person(email="alice@example.com"))
         assert r.status == 200 and (await r.json())["accepted"] == 2
         r = await c.post(
@@ -347,6 +350,7 @@ async def test_cloudflare_user_tokens_act_as_namespaced_people(make_client, jwks
         ("cloudflare", [{"id": "x" * 256}], "printable"),
         ("cloudflare", [{"id": 7}], "printable"),
         ("cloudflare", [{"id": "root"}, {"id": "root"}], "twice"),
+        ("cloudflare", [{"id": "user:Alice@Example.com"}], "lower case"),
         (
             "tokens",
             [{"id": "user:alice@example.com", "secret_sha256": "0" * 64}],
