@@ -66,6 +66,7 @@ class ConsumingActor(Actor, Generic[T]):
 
     fetch_timeout_s = 0.1  # how long a fetch waits for records (also how soon a stop is seen)
     commit_interval_s = 0.2  # at most this long between a message's ack and its commit
+    recommit_interval_s = 5.0  # every position is committed again this often
     lag_interval_s = 1.0  # between updates of the lag gauge
 
     def __init__(
@@ -85,6 +86,7 @@ class ConsumingActor(Actor, Generic[T]):
         self._consumer: Consumer | None = None
         self._tracker = OffsetTracker()
         self._committed_at = 0.0
+        self._recommitted_at = time.monotonic()
         self._lag_at = 0.0
 
     # -- hooks --------------------------------------------------------------------------
@@ -196,6 +198,11 @@ class ConsumingActor(Actor, Generic[T]):
         if now - self._committed_at < at_most_every_s:
             return
         offsets = self._tracker.committable()
+        if now - self._recommitted_at >= self.recommit_interval_s:
+            # Offer every position again now and then: a commit that did not land (a broker
+            # away, a coordinator moving) is otherwise never retried on a quiet partition.
+            offsets = {**self._tracker.positions(), **offsets}
+            self._recommitted_at = now
         if offsets:
             self._committed_at = now
             await self._consumer.commit(offsets)

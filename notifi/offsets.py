@@ -63,6 +63,11 @@ class OffsetTracker:
                 out[tp] = position
         return out
 
+    def positions(self) -> dict[TopicPartition, int]:
+        """Every partition's position as last offered, to offer again: a commit the broker did
+        not take (the bus logs and drops it) would otherwise wait for newer work to carry it."""
+        return {tp: part.committed for tp, part in self._partitions.items()}
+
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Drops the partitions (revoked): later acks of their records are ignored."""
         for tp in partitions:

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 from actors.consumer import ConsumingActor, Message
 from notifi import metrics
 from notifi.bus import Record
+from notifi.bus.memory import MemoryConsumer
 from notifi.offsets import OffsetTracker
 from notifi.outage import StopRequested
 from tests.support.fakes import FakeBus, eventually, metric_value, running
@@ -116,6 +117,30 @@ async def test_a_revoke_commits_finished_work_only_and_forgets_the_partition() -
         acks["c"]()  # too late: the partition went to its next owner, who reads c again
         await asyncio.sleep(0.4)  # longer than the commit interval
         assert bus.commits == [{TP: 2}]
+
+
+async def test_a_commit_that_did_not_land_is_offered_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dropped: list[dict] = []
+    land = MemoryConsumer.commit
+
+    async def lossy(self: MemoryConsumer, offsets: dict) -> None:
+        if not dropped:  # the broker never takes the first one (the bus logs and drops it)
+            dropped.append(dict(offsets))
+            return
+        await land(self, offsets)
+
+    monkeypatch.setattr(MemoryConsumer, "commit", lossy)
+    bus = FakeBus()
+    await bus.feed(TOPIC, values("a", "b", "c"))
+    actor = Things(bus)
+    actor.recommit_interval_s = 0.3
+    async with running(actor):
+        await eventually(lambda: actor.handled == ["a", "b", "c"] and dropped == [{TP: 3}])
+        # No newer work comes to carry it: the periodic offer lands it.
+        await eventually(lambda: bus.commits.count({TP: 3}) >= 2)
+    assert bus._topic(TOPIC).committed[GROUP] == 3  # it landed
 
 
 async def test_a_stop_drains_the_work_in_hand_then_commits_it() -> None:
