@@ -10,13 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from actors.api import AcceptWriter, submit
 from notifi.api.app import ApiContext, build_app
 from notifi.api.limits import Limits
 from notifi.api.validation import Validator
-from notifi.bus import MemoryBus
-from notifi.runtime import Mailbox
 from notifi.store import Store
+from tests.support.api import accepting
 
 LIMITS = Limits(
     max_destinations=3, max_title_chars=20, max_body_chars=100, max_data_bytes=200, max_bulk=4
@@ -26,30 +24,22 @@ HOOK = {"type": "webhook", "url": "https://example.com/hook"}
 
 @pytest.fixture
 async def client(store: Store) -> AsyncIterator[TestClient]:
-    bus = MemoryBus()
-    await bus.start()
-    inbox: Mailbox = Mailbox("accept", 100)
-    writer = AcceptWriter(inbox, store, bus, "t.notifications", batch=50, linger_s=0.001)
-    task = asyncio.create_task(writer.run())
-
     async def ready() -> dict[str, bool]:
         return {"postgres": await store.ping()}
 
     named = {"ops": {"type": "webhook", "url": "https://example.com/ops", "secret": None}}
-    ctx = ApiContext(
-        store=store,
-        validator=Validator(LIMITS, named, 1024),
-        submit=lambda n: submit(inbox, n),
-        ready=ready,
-        default_page_size=2,
-        max_page_size=5,
-        max_body_bytes=4096,
-    )
-    async with TestClient(TestServer(build_app(ctx, max_bulk_body_bytes=8192))) as c:
-        yield c
-    writer.request_stop()
-    task.cancel()
-    await bus.stop()
+    async with accepting(store) as submit_:
+        ctx = ApiContext(
+            store=store,
+            validator=Validator(LIMITS, named, 1024),
+            submit=submit_,
+            ready=ready,
+            default_page_size=2,
+            max_page_size=5,
+            max_body_bytes=4096,
+        )
+        async with TestClient(TestServer(build_app(ctx, max_bulk_body_bytes=8192))) as c:
+            yield c
 
 
 async def count(store: Store) -> int:

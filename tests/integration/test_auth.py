@@ -4,11 +4,10 @@ clients on every route; read-only clients; per-client rate limits and metrics.""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from uuid import UUID
 
 import aiohttp
@@ -18,67 +17,40 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from actors.api import AcceptWriter, submit
 from notifi.api.app import CONTEXT, ApiContext, build_app
 from notifi.api.limits import Limits
 from notifi.api.validation import Validator
 from notifi.auth import CloudflareAuth, NoAuth, TokenAuth, check_settings
-from notifi.bus import MemoryBus
 from notifi.ratelimit import RateLimiter
-from notifi.runtime import Mailbox
 from notifi.settings import Auth, SettingsError
 from notifi.store import Store
+from tests.support.api import CLIENTS, accepting, creds
 
 HOOK = {"type": "webhook", "url": "https://example.com/hook"}
-CLIENTS = [
-    {"id": "alpha", "secret_sha256": hashlib.sha256(b"alpha-secret").hexdigest()},
-    {"id": "beta", "secret_sha256": hashlib.sha256(b"beta-secret").hexdigest()},
-    {"id": "root", "secret_sha256": hashlib.sha256(b"root-secret").hexdigest(), "admin": True},
-    {
-        "id": "viewer",
-        "secret_sha256": hashlib.sha256(b"viewer-secret").hexdigest(),
-        "read_only": True,
-    },
-]
-
-
-def creds(cid: str) -> dict[str, str]:
-    return {"CF-Access-Client-Id": cid, "CF-Access-Client-Secret": f"{cid}-secret"}
 
 
 @pytest.fixture
 async def make_client(store: Store) -> AsyncIterator[Callable]:
-    opened: list = []
+    async with AsyncExitStack() as opened:
 
-    async def make(auth, limiter: RateLimiter | None = None) -> TestClient:
-        bus = MemoryBus()
-        inbox: Mailbox = Mailbox("accept", 100)
-        writer = AcceptWriter(inbox, store, bus, "t.notifications", batch=50, linger_s=0.001)
-        task = asyncio.create_task(writer.run())
+        async def make(auth, limiter: RateLimiter | None = None) -> TestClient:
+            async def ready() -> dict[str, bool]:
+                return {"ok": True}
 
-        async def ready() -> dict[str, bool]:
-            return {"ok": True}
+            ctx = ApiContext(
+                store=store,
+                validator=Validator(Limits(5, 50, 500, 500), {}, 1024),
+                submit=await opened.enter_async_context(accepting(store)),
+                ready=ready,
+                default_page_size=50,
+                max_page_size=200,
+                auth=auth,
+                limiter=limiter or RateLimiter(0, 1),
+                metric_clients=frozenset(c["id"] for c in CLIENTS),
+            )
+            return await opened.enter_async_context(TestClient(TestServer(build_app(ctx))))
 
-        ctx = ApiContext(
-            store=store,
-            validator=Validator(Limits(5, 50, 500, 500), {}, 1024),
-            submit=lambda n: submit(inbox, n),
-            ready=ready,
-            default_page_size=50,
-            max_page_size=200,
-            auth=auth,
-            limiter=limiter or RateLimiter(0, 1),
-            metric_clients=frozenset(c["id"] for c in CLIENTS),
-        )
-        client = TestClient(TestServer(build_app(ctx)))
-        await client.start_server()
-        opened.append((client, task))
-        return client
-
-    yield make
-    for client, task in opened:
-        await client.close()
-        task.cancel()
+        yield make
 
 
 async def test_tokens_mode(make_client) -> None:

@@ -17,16 +17,14 @@ import pytest
 import structlog
 from aiohttp import web
 
-from actors.api import AcceptWriter, submit
 from actors.http import HttpServer
 from notifi import logs
 from notifi.api.app import ApiContext, build_app
 from notifi.api.health import health_app
 from notifi.api.limits import Limits
 from notifi.api.validation import Validator
-from notifi.bus import MemoryBus
-from notifi.runtime import Mailbox
 from notifi.store import Store
+from tests.support.api import accepting
 
 HEADER_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 1.0
@@ -74,39 +72,31 @@ async def wait_closed(reader: asyncio.StreamReader, timeout_s: float = GENEROUS_
 
 @pytest.fixture
 async def port(store: Store) -> AsyncIterator[int]:
-    bus = MemoryBus()
-    await bus.start()
-    inbox: Mailbox = Mailbox("accept", 100)
-    writer = AcceptWriter(inbox, store, bus, "t.notifications", batch=50, linger_s=0.001)
-    task = asyncio.create_task(writer.run())
-
     async def ready() -> dict[str, bool]:
         return {"postgres": await store.ping()}
 
-    ctx = ApiContext(
-        store=store,
-        validator=Validator(Limits(20, 200, 10_000, 100_000), {}, 1024),
-        submit=lambda n: submit(inbox, n),
-        ready=ready,
-        default_page_size=2,
-        max_page_size=5,
-        max_body_bytes=MAX_BODY,
-        body_timeout_s=BODY_TIMEOUT_S,
-    )
-    server = HttpServer(
-        "api",
-        lambda: build_app(ctx, 2 * MAX_BODY),
-        "127.0.0.1",
-        0,
-        header_timeout_s=HEADER_TIMEOUT_S,
-    )
-    await server.on_start()
-    assert server.bound_port is not None
-    yield server.bound_port
-    await server.on_stop()
-    writer.request_stop()
-    task.cancel()
-    await bus.stop()
+    async with accepting(store) as submit_:
+        ctx = ApiContext(
+            store=store,
+            validator=Validator(Limits(20, 200, 10_000, 100_000), {}, 1024),
+            submit=submit_,
+            ready=ready,
+            default_page_size=2,
+            max_page_size=5,
+            max_body_bytes=MAX_BODY,
+            body_timeout_s=BODY_TIMEOUT_S,
+        )
+        server = HttpServer(
+            "api",
+            lambda: build_app(ctx, 2 * MAX_BODY),
+            "127.0.0.1",
+            0,
+            header_timeout_s=HEADER_TIMEOUT_S,
+        )
+        await server.on_start()
+        assert server.bound_port is not None
+        yield server.bound_port
+        await server.on_stop()
 
 
 async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -17,10 +17,12 @@ from notifi.api.limits import Limits
 from notifi.api.validation import Validator
 from notifi.auth import Authenticator, TokenAuth
 from notifi.bus import MemoryBus
+from notifi.model import NewNotification
 from notifi.runtime import Mailbox
-from notifi.store import Store
+from notifi.store import Accepted, Store
 from tests.support.process import NotifiProcess, free_port
 
+Submit = Callable[[NewNotification], Awaitable[Accepted]]
 CLIENTS = [
     {"id": "alpha", "secret_sha256": hashlib.sha256(b"alpha-secret").hexdigest()},
     {"id": "beta", "secret_sha256": hashlib.sha256(b"beta-secret").hexdigest()},
@@ -38,32 +40,41 @@ def creds(client_id: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def api_client(store: Store, auth: Authenticator | None = None) -> AsyncIterator[TestClient]:
+async def accepting(
+    store: Store,
+) -> AsyncIterator[Callable[[NewNotification], Awaitable[Accepted]]]:
+    """The accept writer on an in-process bus, as the api role runs it; yields the `submit` an
+    `ApiContext` takes."""
     bus = MemoryBus()
     await bus.start()
     inbox: Mailbox = Mailbox("accept", 100)
     writer = AcceptWriter(inbox, store, bus, "t.notifications", batch=50, linger_s=0.001)
     task = asyncio.create_task(writer.run())
-
-    async def ready() -> dict[str, bool]:
-        return {"postgres": True}
-
-    ctx = ApiContext(
-        store=store,
-        validator=Validator(Limits(5, 50, 500, 500, max_bulk=10), {}, 1024),
-        submit=lambda n: submit(inbox, n),
-        ready=ready,
-        default_page_size=50,
-        max_page_size=200,
-        auth=auth or TokenAuth(CLIENTS),
-    )
     try:
-        async with TestClient(TestServer(build_app(ctx))) as client:
-            yield client
+        yield lambda n: submit(inbox, n)
     finally:
         writer.request_stop()
         task.cancel()
         await bus.stop()
+
+
+@asynccontextmanager
+async def api_client(store: Store, auth: Authenticator | None = None) -> AsyncIterator[TestClient]:
+    async def ready() -> dict[str, bool]:
+        return {"postgres": True}
+
+    async with accepting(store) as submit_:
+        ctx = ApiContext(
+            store=store,
+            validator=Validator(Limits(5, 50, 500, 500, max_bulk=10), {}, 1024),
+            submit=submit_,
+            ready=ready,
+            default_page_size=50,
+            max_page_size=200,
+            auth=auth or TokenAuth(CLIENTS),
+        )
+        async with TestClient(TestServer(build_app(ctx))) as client:
+            yield client
 
 
 @asynccontextmanager
