@@ -22,6 +22,9 @@ class Problem(NotifiError):
     status = 400
     title = "Bad request"
     slug = "bad-request"
+    # The rest of such a request is not worth waiting for, or cannot be read at all: the answer
+    # closes the connection rather than let a client reuse it.
+    closes_connection = False
 
     def __init__(
         self,
@@ -54,6 +57,12 @@ class MalformedRequest(Problem):
 
     title = "Malformed request"
     slug = "malformed-request"
+
+
+class UnreadableBody(MalformedRequest):
+    """The body could not be read (bad Content-Encoding data or broken chunked framing)."""
+
+    closes_connection = True
 
 
 class InvalidRequest(Problem):
@@ -101,6 +110,7 @@ class RequestTimeout(Problem):
     status = 408
     title = "Request timeout"
     slug = "request-timeout"
+    closes_connection = True
 
 
 class BadHttpRequest(Problem):
@@ -124,6 +134,7 @@ class PayloadTooLarge(Problem):
     status = 413
     title = "Payload too large"
     slug = "payload-too-large"
+    closes_connection = True
 
 
 class UnsupportedMediaType(Problem):

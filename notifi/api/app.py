@@ -1,14 +1,7 @@
-"""The REST API's aiohttp application: routes, problem documents, limits and paging.
-
-Reading a body is guarded (`read_json_body`): a `Content-Length` over the limit is answered 413
-before a byte of the body is read (aiohttp's own `client_max_size` is checked only while
-reading, after that many bytes have arrived, and it ignores the declared length); the body
-must arrive within `body_timeout_s` (else 408, connection closed); a `Content-Encoding` other
-than identity, gzip or deflate is 415, one that does not decode is 400; JSON that does not
-decode is 400, or 422 when it nests deeper than orjson's `MAX_BODY_NESTING` levels. The
+"""The REST API's aiohttp application: routes, authentication, problem documents, paging.
+Bodies are read through `notifi.api.body` (guarded: size, time, encoding, nesting); the
 webhook secrets and header values of a decoded body are declared to the log redaction
-(`notifi.logs.hide`).
-"""
+(`notifi.logs.hide`)."""
 
 from __future__ import annotations
 
@@ -23,17 +16,17 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-import orjson
 import structlog
-from aiohttp import HttpVersion11, web
-from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
+from aiohttp import web
 
 from notifi import logs, metrics
 from notifi.api import reschedule, resources, stats
+from notifi.api.body import decode_json, expect_within, read_body
 from notifi.api.console import add_console_routes
 from notifi.api.dates import EXAMPLE, parse_rfc3339
 from notifi.api.health import add_health_routes
 from notifi.api.openapi import openapi
+from notifi.api.responses import json_response, problem_response
 from notifi.api.schemas import NOTIFICATION_STATUSES, destination_schemas
 from notifi.api.validation import Validator
 from notifi.auth import Authenticator, Client, Forbidden, NoAuth
@@ -42,12 +35,10 @@ from notifi.errors import (
     InternalError,
     InvalidParameter,
     InvalidRequest,
-    MalformedRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     Problem,
-    RequestTimeout,
     TooManyRequests,
     UnsupportedMediaType,
 )
@@ -59,15 +50,6 @@ log = structlog.get_logger(__name__)
 
 MAX_OFFSET = 100_000  # deeper pages are slow by nature; a cursor is the way there
 MAX_IDEMPOTENCY_KEY = 255
-# orjson refuses to decode deeper nesting; shallower but still too deep `data` is validation's
-# (api.max_data_depth), with a pointer.
-MAX_BODY_NESTING = 1024
-# What aiohttp decodes (auto_decompress); anything else would reach us still encoded.
-BODY_ENCODINGS = frozenset(
-    {"identity", "gzip", "deflate"}
-    | ({"br"} if HAS_BROTLI else set())
-    | ({"zstd"} if HAS_ZSTD else set())
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,27 +74,6 @@ CONTEXT = web.AppKey("context", ApiContext)
 BULK_BODY_BYTES = web.AppKey("bulk_body_bytes", int)
 CLIENT = web.RequestKey("client", Client)
 PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/api/openapi.json"})
-
-
-def json_response(body: Any, status: int = 200, **kwargs: Any) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body), status=status, content_type="application/json", **kwargs
-    )
-
-
-def problem_response(problem: Problem) -> web.Response:
-    response = web.Response(
-        body=orjson.dumps(problem.document()),
-        status=problem.status,
-        content_type="application/problem+json",
-        headers=problem.headers,
-    )
-    # The rest of such a body is not worth waiting for, or cannot be read at all: aiohttp
-    # would drop the connection after the answer anyway, so say so rather than let a client
-    # reuse it.
-    if problem.status in (408, 413) or isinstance(problem, UnreadableBody):
-        response.force_close()
-    return response
 
 
 @web.middleware
@@ -176,79 +137,6 @@ def _notification_id(request: web.Request) -> UUID:
         return UUID(request.match_info["id"])
     except ValueError:
         raise NotFound("No notification has this id (ids are UUIDs).", pointer="id") from None
-
-
-class UnreadableBody(MalformedRequest):
-    """The body could not be read (bad Content-Encoding data or broken chunked framing)."""
-
-
-async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
-    """The (decoded) body, at most `max_bytes` of it, arrived within `timeout_s`."""
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
-    if encoding not in BODY_ENCODINGS:
-        raise UnsupportedMediaType(
-            f"Content-Encoding {encoding[:40]!r} is not supported; "
-            f"send one of {', '.join(sorted(BODY_ENCODINGS))}.",
-            pointer="Content-Encoding",
-        )
-    declared = request.content_length
-    if declared is not None and declared > max_bytes:
-        raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in request.content.iter_any():
-                size += len(chunk)  # decoded bytes, so a small zip bomb stops here too
-                if size > max_bytes:
-                    raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise RequestTimeout(f"The body did not arrive within {timeout_s:g} seconds.") from None
-    except web.RequestPayloadError:
-        # aiohttp's payload errors: a body that does not decode as its Content-Encoding, or
-        # broken chunked framing.
-        detail = "The body could not be read"
-        if encoding != "identity":
-            detail += f" as Content-Encoding {encoding}"
-        raise UnreadableBody(f"{detail}.", pointer="Content-Encoding") from None
-    return b"".join(chunks)
-
-
-def expect_within(limit: int) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
-    """An Expect handler for a route taking bodies up to `limit` bytes: a `100-continue` with
-    a larger Content-Length gets its 413 at once, instead of an invitation to send the body
-    (curl asks so before any body over 1 MB). Otherwise it does what aiohttp's default does."""
-
-    async def expect(request: web.Request) -> web.StreamResponse | None:
-        declared = request.content_length
-        if declared is not None and declared > limit:
-            return problem_response(PayloadTooLarge(f"The body is larger than {limit} bytes."))
-        if request.version != HttpVersion11:
-            return None
-        if request.headers.get("Expect", "").lower() != "100-continue":
-            problem = Problem("Only Expect: 100-continue is understood.", pointer="Expect")
-            problem.status, problem.title, problem.slug = 417, "Expectation failed", "expectation"
-            return problem_response(problem)
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # as aiohttp's own: the response has not started
-        return None
-
-    return expect
-
-
-def decode_json(raw: bytes) -> Any:
-    """JSON from a request body, or a problem: nothing that fails here reaches a 500."""
-    too_deep = f"The body nests deeper than {MAX_BODY_NESTING} levels."
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        if "depth" in str(exc) or "recursion" in str(exc):
-            raise InvalidRequest(too_deep, pointer="") from None
-        raise MalformedRequest(f"The request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidRequest(too_deep, pointer="") from None
-    return body
 
 
 def _hide_destination_secrets(body: Any) -> None:
