@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -71,29 +71,33 @@ async def test_ttl_and_expires_at_are_stored_and_shown(api: TestClient, store: S
     assert r.status == 200 and (await r.json())["items"] == []
 
 
-BAD = [
-    ({"expires_at": iso(ahead(-1))}, "/expires_at"),
-    ({"expires_at": "tomorrow"}, "/expires_at"),
-    ({"expires_at": "2026-11-24T18:00:00"}, "/expires_at"),  # no offset
-    ({"expires_at": 1764000000}, "/expires_at"),
-    ({"expires_at": iso(ahead(800 * 86400))}, "/expires_at"),
-    ({"ttl": 0}, "/ttl"),
-    ({"ttl": -5}, "/ttl"),
-    ({"ttl": 1.5}, "/ttl"),
-    ({"ttl": "60"}, "/ttl"),
-    ({"ttl": True}, "/ttl"),
-    ({"ttl": 367 * 86400}, "/ttl"),
-    ({"ttl": 60, "expires_at": iso(ahead(60))}, "/ttl"),
-    ({"ttl": 60, "scheduled_at": iso(ahead(300))}, "/scheduled_at"),
-    ({"expires_at": iso(ahead(600)), "scheduled_at": iso(ahead(601))}, "/scheduled_at"),
+# Made when the test runs, not when the module is collected: times relative to now must not
+# age while a long suite runs (a schedule 300 s ahead stops being after a 60 s ttl).
+BAD: list[tuple[Callable[[], dict], str]] = [
+    (lambda: {"expires_at": iso(ahead(-1))}, "/expires_at"),
+    (lambda: {"expires_at": "tomorrow"}, "/expires_at"),
+    (lambda: {"expires_at": "2026-11-24T18:00:00"}, "/expires_at"),  # no offset
+    (lambda: {"expires_at": 1764000000}, "/expires_at"),
+    (lambda: {"expires_at": iso(ahead(800 * 86400))}, "/expires_at"),
+    (lambda: {"ttl": 0}, "/ttl"),
+    (lambda: {"ttl": -5}, "/ttl"),
+    (lambda: {"ttl": 1.5}, "/ttl"),
+    (lambda: {"ttl": "60"}, "/ttl"),
+    (lambda: {"ttl": True}, "/ttl"),
+    (lambda: {"ttl": 367 * 86400}, "/ttl"),
+    (lambda: {"ttl": 60, "expires_at": iso(ahead(60))}, "/ttl"),
+    (lambda: {"ttl": 60, "scheduled_at": iso(ahead(300))}, "/scheduled_at"),
+    (lambda: {"expires_at": iso(ahead(600)), "scheduled_at": iso(ahead(601))}, "/scheduled_at"),
 ]
 
 
-@pytest.mark.parametrize(("fields", "pointer"), BAD)
+@pytest.mark.parametrize(
+    ("fields", "pointer"), BAD, ids=[f"{p}-{i}" for i, (_, p) in enumerate(BAD)]
+)
 async def test_bad_expiry_is_a_422_with_a_pointer_and_nothing_written(
-    api: TestClient, store: Store, fields: dict, pointer: str
+    api: TestClient, store: Store, fields: Callable[[], dict], pointer: str
 ) -> None:
-    body = {"body": "b", "destinations": [HOOK], **fields}
+    body = {"body": "b", "destinations": [HOOK], **fields()}
     r = await api.post("/api/notifications", json=body, headers=ALPHA)
     assert r.status == 422, await r.text()
     assert r.content_type == "application/problem+json"

@@ -302,9 +302,10 @@ async def test_stats_bad_parameters(
 
 
 async def test_stats_edges_are_accepted(client: TestClient) -> None:
+    now = datetime.now(UTC)  # not the module's NOW: a long suite would age it past the edge
     for params in (
-        {"since": (NOW - timedelta(days=14)).isoformat(), "due_within": "0"},
-        {"since": (NOW - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")},
+        {"since": (now - timedelta(days=14)).isoformat(), "due_within": "0"},
+        {"since": (now - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")},
         {"due_within": str(14 * 86400)},
     ):
         r = await client.get("/api/stats", params=params, headers=creds("alpha"))
