@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -23,28 +23,13 @@ from notifi.destinations.base import Outcome, SendResult
 from notifi.model import Notification
 from notifi.runtime import Mailbox
 from notifi.store import Store
-from tests.support.api import api_client, creds, running_notifi
+from tests.support.api import HOOK, ahead, creds, iso, running_notifi
 from tests.support.delivery import delivery_tree
 from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.timeout(120)
 
-HOOK = {"type": "webhook", "url": "https://example.com/hook"}
 ALPHA = creds("alpha")
-
-
-def iso(when: datetime) -> str:
-    return when.isoformat()
-
-
-def ahead(seconds: float) -> datetime:
-    return datetime.now(UTC) + timedelta(seconds=seconds)
-
-
-@pytest.fixture
-async def api(store: Store) -> AsyncIterator[TestClient]:
-    async with api_client(store) as client:
-        yield client
 
 
 async def count(store: Store) -> int:

@@ -18,27 +18,12 @@ from aiohttp.test_utils import TestClient
 
 from notifi.model import DeliveryJob, DeliveryStatus
 from notifi.store import Finished, Store
-from tests.support.api import api_client, creds, running_notifi
+from tests.support.api import HOOK, ahead, creds, iso, running_notifi
 from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.timeout(120)
 
-HOOK = {"type": "webhook", "url": "https://example.com/hook"}
 ALPHA = creds("alpha")
-
-
-def iso(when: datetime) -> str:
-    return when.isoformat()
-
-
-def ahead(seconds: float) -> datetime:
-    return datetime.now(UTC) + timedelta(seconds=seconds)
-
-
-@pytest.fixture
-async def api(store: Store) -> AsyncIterator[TestClient]:
-    async with api_client(store) as client:
-        yield client
 
 
 async def submit(api: TestClient, headers: dict[str, str] = ALPHA, **fields: object) -> dict:

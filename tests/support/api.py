@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -21,6 +22,18 @@ from notifi.model import NewNotification
 from notifi.runtime import Mailbox
 from notifi.store import Accepted, Store
 from tests.support.process import NotifiProcess, free_port
+
+HOOK = {"type": "webhook", "url": "https://example.com/hook"}
+
+
+def ahead(seconds: float) -> datetime:
+    """Now plus `seconds`, made when called (a test's times must not age during a long run)."""
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def iso(when: datetime) -> str:
+    return when.isoformat()
+
 
 Submit = Callable[[NewNotification], Awaitable[Accepted]]
 CLIENTS = [
