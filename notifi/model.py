@@ -18,6 +18,7 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"  # permanent failure or retry schedule exhausted
     CANCELLED = "cancelled"  # the notification was deleted first
     EXPIRED = "expired"  # its notification's expiry came first: no attempt starts after it
+    PAUSED = "paused"  # its stored destination is disabled: waits, goes out when enabled again
 
 
 # A delivery in one of these may still be attempted; the others are final.
@@ -37,6 +38,8 @@ class NotificationStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     EXPIRED = "expired"  # every delivery expired
+    PAUSED = "paused"  # nothing open but a delivery waiting for its disabled destination
+    UNMATCHED = "unmatched"  # its topic matched no destination: no deliveries at all
 
 
 @dataclass(frozen=True, slots=True)

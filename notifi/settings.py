@@ -119,6 +119,8 @@ class Delivery:
     breaker_max_cooldown: float
     record_batch: int
     mailbox: int
+    rotation_overlap: float
+    disable_after: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -209,6 +211,8 @@ _RULES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("supervisor", "drain_delay"): (lambda v: v >= 0, "0 or more seconds"),
     ("retention", "delivered"): (lambda v: v >= 0, "0 (keep forever) or more seconds"),
     ("retention", "failed"): (lambda v: v >= 0, "0 (keep forever) or more seconds"),
+    ("delivery", "rotation_overlap"): (lambda v: v >= 0, "0 (no overlap) or more seconds"),
+    ("delivery", "disable_after"): (lambda v: v >= 0, "0 (never by time) or more seconds"),
 }
 
 # Counts, sizes and durations that must be positive.
