@@ -1,4 +1,5 @@
-"""The named SQL blocks of `queries.sql`, loaded once (procrastinate style)."""
+"""The named SQL blocks of the store's `*.sql` files (queries.sql and one per area beside it),
+loaded once (procrastinate style). A name is defined once across the files."""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ _NAME = re.compile(r"^-- name: (\w+) --$", re.MULTILINE)
 
 @cache
 def queries() -> dict[str, str]:
-    """Every named query of queries.sql, by name."""
-    text = (Path(__file__).parent / "queries.sql").read_text()
-    parts = _NAME.split(text)
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    """Every named query of the store's SQL files, by name."""
+    found: dict[str, str] = {}
+    for path in sorted(Path(__file__).parent.glob("*.sql")):
+        parts = _NAME.split(path.read_text())
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in found:
+                raise ValueError(f"query {name!r} is defined twice ({path.name})")
+            found[name] = body.strip()
+    return found
 
 
 def query(name: str) -> str:
