@@ -5,6 +5,7 @@ machine it ran on.
     python -m bench                 # full: ~1,000/s for 30 s, 5,000 spread, 10,000 at once ...
     python -m bench --quick         # the same workloads, smaller: under 2 minutes
     python -m bench --modes embedded --profile bench/results/profile.txt   # py-spy, steady phase
+    python -m bench --quick --target topic   # to a topic of one stored destination (signed)
 
 The system's CPU is read from /proc for Notifi's processes, the Postgres backends of the
 bench's own database (plus Postgres's shared background processes, shown apart) and a private
@@ -25,15 +26,40 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
+import orjson
 import uvloop
 
 from bench.bench_phases import FULL, QUICK, Phases, Results
 from bench.bench_system import System
 from bench.bench_wrk import find_wrk
+from bench.load import target_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 PG = os.environ.get("NOTIFI_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 SYSTEM_GROUPS = ("notifi", "postgres backends", "postgres shared", "redis")
+# The signing secret of `--target signed` and `topic` (a stored webhook always has one), so the
+# two compare like for like.
+BENCH_SECRET = "whsec_" + "QmVuY2ggc2VjcmV0IGZvciBzaWduaW5nIQ=="
+TARGETS = ("inline", "signed", "topic")
+
+
+async def target(name: str, api: str, hook: str) -> str:
+    """Where every notification of the run goes (bench.load's `fields`): an unsigned inline
+    webhook, a signed inline webhook, or the topic of one stored destination (created here)."""
+    webhook = {"type": "webhook", "url": hook}
+    if name == "inline":
+        return target_fields({"destinations": [webhook]})
+    if name == "signed":
+        return target_fields({"destinations": [{**webhook, "secret": BENCH_SECRET}]})
+    stored = {**webhook, "secret": BENCH_SECRET, "topics": ["bench"]}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{api}/api/destinations", data=orjson.dumps(stored)) as r,
+    ):
+        if r.status != 201:
+            raise RuntimeError(f"creating the bench's destination: {r.status} {await r.text()}")
+    return target_fields({"topic": "bench"})
 
 
 def machine() -> str:
@@ -72,10 +98,11 @@ async def start_receiver() -> tuple[subprocess.Popen, str]:
 async def run_mode(mode: str, args: argparse.Namespace, receiver: str, wrk: str | None) -> Results:
     system = System(mode, PG, {})
     sizes = QUICK if args.quick else FULL
-    phases = Phases(system, f"{receiver}/hook", receiver, sizes)
+    phases = Phases(system, "", receiver, sizes)
     try:
         started = time.monotonic()
         await system.start()
+        phases.fields = await target(args.target, system.api, f"{receiver}/hook")
         print(f"[{mode}] ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
         profile = Path(args.profile) if args.profile and mode == "embedded" else None
         for name, step in (
@@ -214,7 +241,7 @@ async def main(args: argparse.Namespace) -> int:
         f"{'quick' if args.quick else 'full'}: steady {s.steady_rate:,.0f}/s open loop for"
         f" {s.steady_s:.0f} s; {s.spread_n:,} spread over {s.spread_s:.0f} s; {s.instant_n:,}"
         f" due at one instant; {s.closed_n:,} closed loop from {s.closed_clients} clients;"
-        f" wrk -t2 -c64 for {s.wrk_s:.0f} s"
+        f" wrk -t2 -c64 for {s.wrk_s:.0f} s; target {args.target}"
     )
     print(table(results, s.steady_rate, header, sizes))
     for mode, r in results.items():
@@ -231,6 +258,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--modes", default="embedded,split", help="embedded, split, or both")
     parser.add_argument(
         "--phases", default="steady,spread,instant,closed,wrk", help="which workloads to run"
+    )
+    parser.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="inline",
+        help="inline webhook (default), the same signed, or a topic of one stored destination",
     )
     parser.add_argument("--profile", help="py-spy raw profile of embedded's steady phase to here")
     return parser.parse_args(argv)

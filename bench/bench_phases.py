@@ -73,16 +73,17 @@ class Results:
 
 
 class Phases:
-    def __init__(self, system: System, hook: str, receiver: str, sizes: Sizes) -> None:
-        self.system, self.hook, self.receiver, self.sizes = system, hook, receiver, sizes
+    def __init__(self, system: System, fields: str, receiver: str, sizes: Sizes) -> None:
+        """`fields`: where every notification goes, as bench.load splices it in."""
+        self.system, self.fields, self.receiver, self.sizes = system, fields, receiver, sizes
         self.results = Results()
         self.pool = ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn"))
 
     async def _load(self, fn, phase: str, *args):  # type: ignore[no-untyped-def]
         """Runs a generator of bench.load in a process of the pool, against this system."""
-        api, hook = self.system.api, self.hook
+        api, fields = self.system.api, self.fields
         run = asyncio.get_running_loop().run_in_executor
-        return await run(self.pool, fn, api, hook, self.marker_phase(phase), *args)
+        return await run(self.pool, fn, api, fields, self.marker_phase(phase), *args)
 
     async def recount_repeats(self) -> None:
         """Reads every phase's repeats again (a late duplicate would show now)."""
@@ -201,7 +202,7 @@ class Phases:
 
     async def single_posts(self, wrk: str) -> None:
         result = await asyncio.to_thread(
-            run_wrk, wrk, self.system.api, self.hook, self.marker_phase("wrk"), self.sizes.wrk_s
+            run_wrk, wrk, self.system.api, self.fields, self.marker_phase("wrk"), self.sizes.wrk_s
         )
         self.results.wrk = result
         self.results.rejected["wrk"] = result.non_2xx + result.errors

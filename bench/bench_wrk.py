@@ -20,13 +20,12 @@ function setup(thread)
 end
 function init(args)
   phase = args[1]
-  hook = args[2]
+  fields = args[2]
   n = 0
 end
 request = function()
   n = n + 1
-  local body = '{"body":"' .. phase .. ':' .. tid .. '-' .. n ..
-    '","destinations":[{"type":"webhook","url":"' .. hook .. '"}]}'
+  local body = '{"body":"' .. phase .. ':' .. tid .. '-' .. n .. '",' .. fields .. '}'
   return wrk.format("POST", "/api/notifications", {["Content-Type"] = "application/json"}, body)
 end
 """
@@ -81,14 +80,14 @@ def parse(out: str) -> tuple[int, float, int, int, float, float]:
 
 
 def run_wrk(
-    wrk: str, api: str, hook: str, phase: str, seconds: float, connections: int = 64
+    wrk: str, api: str, fields: str, phase: str, seconds: float, connections: int = 64
 ) -> WrkResult:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(SCRIPT)
     try:
         argv = [
             wrk, "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-            "-s", f.name, f"{api}/api/notifications", "--", phase, hook,
+            "-s", f.name, f"{api}/api/notifications", "--", phase, fields,
         ]  # fmt: skip
         started = time.monotonic()
         with tempfile.TemporaryFile() as out:
