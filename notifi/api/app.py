@@ -24,12 +24,14 @@ from notifi.api import reschedule, resources, stats
 from notifi.api.body import decode_json, expect_within, read_body
 from notifi.api.console import add_console_routes
 from notifi.api.dates import EXAMPLE, parse_rfc3339
+from notifi.api.destinations import add_destination_routes
 from notifi.api.health import add_health_routes
 from notifi.api.openapi import openapi
 from notifi.api.responses import json_response, problem_response
 from notifi.api.schemas import NOTIFICATION_STATUSES, destination_schemas
 from notifi.api.validation import Validator
 from notifi.auth import Authenticator, Client, Forbidden, NoAuth
+from notifi.destinations.network import AddressPolicy
 from notifi.errors import (
     Conflict,
     InternalError,
@@ -65,6 +67,11 @@ class ApiContext:
     max_body_bytes: int = 262_144  # a single notification; bulk bodies may be larger
     body_timeout_s: float = 30.0  # a body must arrive within this (api.body_timeout)
     metric_clients: frozenset[str] = frozenset({"anonymous"})  # bounded label values
+    # Stored destinations: their URLs meet the sender's policy at create and PATCH (an IP
+    # literal or localhost outside delivery.allowed_networks is a 422), and a rotated-out
+    # webhook secret still signs for delivery.rotation_overlap seconds.
+    address_policy: AddressPolicy = field(default_factory=AddressPolicy)
+    rotation_overlap_s: float = 86_400.0
 
     def client_label(self, client: Client) -> str:
         return client.id if client.id in self.metric_clients else "other"
@@ -422,6 +429,7 @@ def build_app(ctx: ApiContext, max_bulk_body_bytes: int = 4 << 20) -> web.Applic
     app.router.add_post("/api/notifications/{id}/retry", retry_notification)
     app.router.add_patch("/api/notifications/{id}", reschedule_notification)
     app.router.add_get("/api/stats", get_stats, allow_head=False)
+    add_destination_routes(app, ctx)  # /api/destinations (stored destinations)
     app.router.add_get("/api/openapi.json", openapi_document, allow_head=False)
     add_health_routes(app, ctx.ready)
     add_console_routes(app, ctx)  # the web console at /console

@@ -1,0 +1,188 @@
+-- The stored destinations resource (issue 12): its rows, and the deliveries it cancels (delete),
+-- resumes (enable) and re-drives (recover). Named blocks, loaded with queries.sql.
+
+-- name: insert_destination --
+INSERT INTO destinations (id, client_id, name, description, kind, config, secret, topics,
+                          rate_limit, enabled, disabled_reason, disabled_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+        CASE WHEN $10 THEN NULL ELSE $11 END, CASE WHEN $10 THEN NULL ELSE now() END)
+RETURNING *;
+
+-- name: get_destination --
+SELECT * FROM destinations WHERE id = $1 AND ($2::text IS NULL OR client_id = $2);
+
+-- name: lock_destination --
+-- A PATCH takes the destination's row lock before it touches any delivery (a resume follows
+-- in the same transaction): the order the delivery side keeps when it pauses a delivery.
+SELECT * FROM destinations WHERE id = $1 AND ($2::text IS NULL OR client_id = $2) FOR UPDATE;
+
+-- name: list_destinations --
+-- One client's, newest first on (client_id, id DESC); ids are UUIDv7, so this is creation
+-- order and the keyset cursor ($2) is an id. A topic matches its subscribers and "*".
+SELECT * FROM destinations
+ WHERE client_id = $1
+   AND id < $2
+   AND ($3::text IS NULL OR topics && ARRAY[$3::text, '*'])
+   AND ($4::bool IS NULL OR enabled = $4)
+ ORDER BY id DESC
+ LIMIT $5 OFFSET $6;
+
+-- name: list_all_destinations --
+-- Every client's (an admin), newest first on the primary key.
+SELECT * FROM destinations
+ WHERE id < $1
+   AND ($2::text IS NULL OR topics && ARRAY[$2::text, '*'])
+   AND ($3::bool IS NULL OR enabled = $3)
+ ORDER BY id DESC
+ LIMIT $4 OFFSET $5;
+
+-- name: destination_stats --
+-- Per destination: attempts of the last 24 h (a range of delivery_attempts_destination), and
+-- the newest success and failure at any age (that index backwards, stopping at the first).
+SELECT d.id,
+       s.attempts_24h,
+       s.successes_24h,
+       ok.started_at AS last_success_at,
+       bad.started_at AS last_failure_at
+  FROM unnest($1::uuid[]) AS d (id)
+ CROSS JOIN LATERAL (
+        SELECT count(*) AS attempts_24h,
+               count(*) FILTER (WHERE a.outcome = 'delivered') AS successes_24h
+          FROM delivery_attempts a
+         WHERE a.destination_id = d.id AND a.started_at >= now() - interval '24 hours'
+       ) s
+  LEFT JOIN LATERAL (
+        SELECT a.started_at FROM delivery_attempts a
+         WHERE a.destination_id = d.id AND a.outcome = 'delivered'
+         ORDER BY a.started_at DESC LIMIT 1
+       ) ok ON true
+  LEFT JOIN LATERAL (
+        SELECT a.started_at FROM delivery_attempts a
+         WHERE a.destination_id = d.id AND a.outcome <> 'delivered'
+         ORDER BY a.started_at DESC LIMIT 1
+       ) bad ON true;
+
+-- name: update_destination --
+-- A PATCH, merged and checked by the API. Disabling keeps the reason and time of a destination
+-- already disabled (by 410 or by time); enabling clears them and the failure clock.
+UPDATE destinations
+   SET name = $2,
+       description = $3,
+       config = $4,
+       topics = $5,
+       rate_limit = $6,
+       enabled = $7,
+       disabled_reason = CASE WHEN $7 THEN NULL WHEN enabled THEN $8 ELSE disabled_reason END,
+       disabled_at = CASE WHEN $7 THEN NULL WHEN enabled THEN now() ELSE disabled_at END,
+       failing_since = CASE WHEN $7 AND NOT enabled THEN NULL ELSE failing_since END,
+       updated_at = now()
+ WHERE id = $1
+RETURNING *;
+
+-- name: resume_destination --
+-- Its paused deliveries become pending with an outbox row due now, oldest first: due times a
+-- microsecond apart in notification (creation) order, so the poller takes them in that order.
+-- A paused delivery of a deleted notification is cancelled instead, never sent.
+WITH paused AS (
+    SELECT d.notification_id, d.position, d.attempts, n.partition_key,
+           n.deleted_at IS NOT NULL AS deleted
+      FROM deliveries d
+      JOIN notifications n ON n.id = d.notification_id
+     WHERE d.destination_id = $1 AND d.status = 'paused'
+), changed AS (
+    UPDATE deliveries d
+       SET status = CASE WHEN p.deleted THEN 'cancelled' ELSE 'pending' END,
+           next_attempt_at = now(), claimed_until = NULL, updated_at = now()
+      FROM paused p
+     WHERE d.notification_id = p.notification_id AND d.position = p.position
+       AND d.status = 'paused'
+ RETURNING d.notification_id, d.position, d.attempts, p.partition_key, d.status
+), queued AS (
+    INSERT INTO outbox (notification_id, position, attempt, due_at, partition_key)
+    SELECT notification_id, position, attempts + 1,
+           now() + row_number() OVER (ORDER BY notification_id, position)
+                   * interval '1 microsecond',
+           partition_key
+      FROM changed
+     WHERE status = 'pending'
+)
+SELECT count(*) FILTER (WHERE status = 'pending') AS resumed,
+       coalesce(array_agg(DISTINCT notification_id), '{}') AS touched
+  FROM changed;
+
+-- name: delete_destination --
+-- The destination goes; what is still undelivered to it is cancelled and leaves the outbox.
+WITH gone AS (
+    DELETE FROM destinations
+     WHERE id = $1 AND ($2::text IS NULL OR client_id = $2)
+ RETURNING id
+), cancelled AS (
+    UPDATE deliveries d
+       SET status = 'cancelled', claimed_until = NULL, updated_at = now()
+      FROM gone
+     WHERE d.destination_id = gone.id
+       AND d.status IN ('pending', 'scheduled', 'delivering', 'paused')
+ RETURNING d.notification_id, d.position
+), unqueued AS (
+    DELETE FROM outbox o
+     USING cancelled c
+     WHERE o.notification_id = c.notification_id AND o.position = c.position
+)
+SELECT (SELECT count(*) FROM gone) AS found,
+       coalesce((SELECT array_agg(DISTINCT notification_id) FROM cancelled), '{}') AS touched;
+
+-- name: rotate_destination_secret --
+-- The new secret signs from now; the one it replaces still signs (second signature) until
+-- $4 seconds from now. A second rotation within that time drops the oldest.
+UPDATE destinations
+   SET previous_secret = secret,
+       previous_secret_until = CASE WHEN secret IS NULL THEN NULL
+                                    ELSE now() + make_interval(secs => $4) END,
+       secret = $3,
+       updated_at = now()
+ WHERE id = $1 AND ($2::text IS NULL OR client_id = $2)
+RETURNING previous_secret_until;
+
+-- name: hold_destination --
+-- Recover's hold on the destination: a key-share lock, so a concurrent DELETE waits for it (or
+-- it for the DELETE) while the delivery side's own updates of the row go on.
+SELECT id FROM destinations
+ WHERE id = $1 AND ($2::text IS NULL OR client_id = $2)
+   FOR KEY SHARE;
+
+-- name: count_recoverable --
+-- What recover would re-drive: deliveries to the destination that ended failed in [$2, $3)
+-- (on deliveries_destination), of notifications neither deleted nor expired.
+SELECT count(*)
+  FROM deliveries d
+  JOIN notifications n ON n.id = d.notification_id
+ WHERE d.destination_id = $1
+   AND d.updated_at >= $2 AND d.updated_at < $3
+   AND d.status = 'failed'
+   AND n.deleted_at IS NULL
+   AND (n.expires_at IS NULL OR n.expires_at > now());
+
+-- name: recover_destination --
+-- One more attempt each for what count_recoverable counts: pending, through the outbox (so the
+-- rate limit and the breaker apply), due now in creation order (a microsecond apart).
+WITH reopened AS (
+    UPDATE deliveries d
+       SET status = 'pending', next_attempt_at = now(), claimed_until = NULL, updated_at = now()
+      FROM notifications n
+     WHERE n.id = d.notification_id
+       AND d.destination_id = $1
+       AND d.updated_at >= $2 AND d.updated_at < $3
+       AND d.status = 'failed'
+       AND n.deleted_at IS NULL
+       AND (n.expires_at IS NULL OR n.expires_at > now())
+ RETURNING d.notification_id, d.position, d.attempts, n.partition_key
+), queued AS (
+    INSERT INTO outbox (notification_id, position, attempt, due_at, partition_key)
+    SELECT notification_id, position, attempts + 1,
+           now() + row_number() OVER (ORDER BY notification_id, position)
+                   * interval '1 microsecond',
+           partition_key
+      FROM reopened
+)
+SELECT count(*) AS reopened, coalesce(array_agg(DISTINCT notification_id), '{}') AS touched
+  FROM reopened;
