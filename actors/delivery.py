@@ -19,6 +19,7 @@ import structlog
 
 from notifi import metrics, outcome
 from notifi.claims import Claim
+from notifi.destination_limits import DestinationLimits
 from notifi.destinations.base import Outcome, Sender, SendResult
 from notifi.hosts import BUSY_PATIENCE_S, HostGate
 from notifi.model import (
@@ -75,6 +76,7 @@ class Record:
     finished: Finished | None = None
     requeue: DeliveryJob | None = None
     event: str | None = None
+    disable: outcome.Disable | None = None  # this attempt disabled its stored destination
 
 
 def destination_host(row: Mapping[str, Any]) -> str:
@@ -118,11 +120,16 @@ class DeliveryWorker(Actor):
         policy: RetryPolicy,
         claim_ttl_s: float,
         gate: HostGate,
+        limits: DestinationLimits | None = None,
+        disable_after_s: float = 0.0,
     ) -> None:
         super().__init__(name, inbox)
         self._recorder, self._store, self._claims = recorder, store, claims
         self._senders, self._policy, self._claim_ttl_s = senders, policy, claim_ttl_s
         self._gate = gate
+        # Stored destinations: the shared rate limits (None: not enforced, in tests) and how
+        # long one may fail without a success before it is disabled (0: never by time).
+        self._limits, self._disable_after_s = limits, disable_after_s
 
     async def run(self) -> None:
         while True:  # until stopped with an empty mailbox
@@ -166,6 +173,13 @@ class DeliveryWorker(Actor):
 
     async def _handle(self, work: Work) -> None:
         job, expires_at = work.job, work.row.get("expires_at")
+        match outcome.gate(work.row):
+            case outcome.Gate.CANCEL:
+                await self._cancel(work)
+                return
+            case outcome.Gate.PAUSE:
+                await self._pause(work)
+                return
         if (moved := outcome.moved_later(job, work.row["scheduled_at"])) is not None:
             await self._move(work, moved)  # moved before the job was loaded
             return
@@ -188,6 +202,10 @@ class DeliveryWorker(Actor):
         if outcome.is_expired(expires_at, datetime.now(UTC)):
             await self._expire(work)
             return
+        if (wait_s := await self._rate_wait(work)) is not None:  # over the destination's budget
+            metrics.deferred.inc({"reason": "rate_limit"})
+            await self._requeue(work, datetime.now(UTC) + timedelta(seconds=wait_s))
+            return
         host = destination_host(work.row)
         wait_s = await self._gate.acquire(host, BUSY_PATIENCE_S)
         if wait_s is not None:  # the host is paused or at its bound: wait in the outbox
@@ -200,6 +218,32 @@ class DeliveryWorker(Actor):
             host_failed = await self._claim_and_send(work)
         finally:
             self._gate.release(host, host_failed=host_failed)
+
+    async def _rate_wait(self, work: Work) -> float | None:
+        """Seconds until a job to a rate-limited stored destination may go (its slot reserved
+        meanwhile: notifi.destination_limits), or None when it may go now."""
+        rate, destination_id = work.row.get("rate_limit"), work.row.get("destination_id")
+        if self._limits is None or not rate or destination_id is None:
+            return None
+        job = work.job
+        return await self._limits.admit(destination_id, float(rate), job.key, job.attempt)
+
+    async def _cancel(self, work: Work) -> None:
+        """Ends the delivery `cancelled` without an attempt: its stored destination is gone."""
+        log.info("delivery_cancelled", position=work.job.position, reason="destination_deleted")
+        finished = Finished(work.job, DeliveryStatus.CANCELLED)
+        await self._recorder.put(Record(work, finished=finished))
+
+    async def _pause(self, work: Work) -> None:
+        """Pauses the delivery without an attempt: its stored destination is disabled. The
+        recorder pauses it only if the destination is still disabled under its row lock (else
+        the job goes back to the outbox), and enabling the destination resumes it."""
+        log.info("delivery_paused", position=work.job.position, stage="load")
+        metrics.deliveries_paused.inc({"stage": "load"})
+        finished = Finished(
+            work.job, DeliveryStatus.PAUSED, destination_id=work.row["destination_id"]
+        )
+        await self._recorder.put(Record(work, finished=finished))
 
     async def _sleep_until(self, when: datetime) -> bool:
         """Sleeps until the wall clock reads `when` (again if a timer fired a little early);
@@ -253,12 +297,18 @@ class DeliveryWorker(Actor):
         result = await self._send(work)
         now = datetime.now(UTC)
         decision = outcome.decide(job, result, self._policy, now, expires_at=expires_at)
+        disable = None
+        if work.row.get("destination_id") is not None:
+            failing_since = work.row.get("failing_since")
+            disable = outcome.auto_disable(result, failing_since, now, self._disable_after_s)
+            if disable is not None:
+                decision = outcome.when_disabled(decision, disable)
         if decision.status is DeliveryStatus.DELIVERED:
             # Durable first (Redis, or Postgres when Redis is away), before anything that can
             # wait: a crash from here on cannot send it again. Shielded: a shutdown's
             # cancellation must not cut the mark short.
             await asyncio.shield(self._claims.mark_delivered(job.key))
-        await self._finish(work, decision, result, started)
+        await self._finish(work, decision, result, started, disable)
         return result.outcome is Outcome.RETRY
 
     async def _send(self, work: Work) -> SendResult:
@@ -282,7 +332,12 @@ class DeliveryWorker(Actor):
             return outcome.crash_result(exc, duration_ms)
 
     async def _finish(
-        self, work: Work, decision: outcome.Decision, result: SendResult, started: datetime
+        self,
+        work: Work,
+        decision: outcome.Decision,
+        result: SendResult,
+        started: datetime,
+        disable: outcome.Disable | None = None,
     ) -> None:
         job, kind = work.job, str(work.row["kind"])
         metrics.delivery_attempts.inc({"channel": kind, "outcome": str(result.outcome)})
@@ -293,6 +348,8 @@ class DeliveryWorker(Actor):
             metrics.deliveries_failed.inc({"reason": str(decision.failure)})
         if decision.status is DeliveryStatus.EXPIRED:  # the next attempt would start too late
             metrics.deliveries_expired.inc({"stage": "retry"})
+        if decision.status is DeliveryStatus.PAUSED:
+            metrics.deliveries_paused.inc({"stage": "attempt"})
         log.log(
             logging.DEBUG if result.outcome is Outcome.DELIVERED else logging.INFO,
             "delivery_attempted",
@@ -313,5 +370,20 @@ class DeliveryWorker(Actor):
             status_code=result.status_code,
             error=result.error,
             next_attempt_at=decision.next_attempt_at,
+            **_stored(work.row, result, disable),
         )
-        await self._recorder.put(Record(work, finished=finished, event=decision.event))
+        record = Record(work, finished=finished, event=decision.event, disable=disable)
+        await self._recorder.put(record)
+
+
+def _stored(
+    row: Mapping[str, Any], result: SendResult, disable: outcome.Disable | None
+) -> dict[str, Any]:
+    """What an attempt writes about its stored destination (nothing for inline ones)."""
+    if (destination_id := row.get("destination_id")) is None:
+        return {}
+    return {
+        "destination_id": destination_id,
+        "failing": outcome.failing_change(row.get("failing_since"), result),
+        "disable_reason": disable.reason if disable is not None else None,
+    }

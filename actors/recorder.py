@@ -1,17 +1,18 @@
 """The delivery role's recorder: writes the workers' outcomes in batches (one transaction),
-then releases claims, acks the jobs and publishes the operational events."""
+then releases claims, acks the jobs and publishes the operational events (a stored destination
+the batch disabled announces itself once, as `destination.disabled`)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 from uuid import UUID
 
 import structlog
 
 from actors.delivery import Record
-from notifi import events
+from notifi import events, metrics
 from notifi.bus import Bus, BusError
 from notifi.model import DeliveryJob, DeliveryStatus
 from notifi.outage import POSTGRES_AWAY
@@ -28,7 +29,9 @@ class OutcomeWriter(Protocol):
 
     async def record(
         self, finished: Sequence[Finished], requeued: Sequence[DeliveryJob]
-    ) -> None: ...
+    ) -> Sequence[Mapping[str, Any]] | None:
+        """Writes the batch; returns the stored destinations it disabled."""
+        ...
 
 
 class ClaimRelease(Protocol):
@@ -67,7 +70,7 @@ class Recorder(Actor):
         delay_s = 0.1
         while True:
             try:
-                await self._store.record(finished, requeued)
+                disabled = await self._store.record(finished, requeued) or []
                 break
             except POSTGRES_AWAY as exc:
                 log.warning("record_failed_retrying", actor=self.name, error=str(exc))
@@ -82,12 +85,30 @@ class Recorder(Actor):
         )
         for r in records:
             r.work.ack()
-        await self._publish_events(records)
+        await self._publish_events(records, disabled)
 
-    async def _publish_events(self, records: list[Record]) -> None:
+    async def _publish_events(
+        self, records: list[Record], disabled: Sequence[Mapping[str, Any]]
+    ) -> None:
         """Operational events, after the record is durable; best effort (the database is the
         record, the topic a feed for other systems)."""
-        out = [
+        causes = {
+            r.finished.destination_id: r.disable.kind
+            for r in records
+            if r.disable is not None and r.finished is not None
+        }
+        out = []
+        for row in disabled:
+            cause = str(causes.get(row["id"], "failing"))
+            log.warning(
+                "destination_disabled",
+                destination_id=str(row["id"]),
+                client_id=row["client_id"],
+                reason=row["disabled_reason"],
+            )
+            metrics.destinations_disabled.inc({"reason": cause})
+            out.append(events.destination_disabled(row, cause))
+        out += [
             events.delivery_outcome(
                 r.event,
                 r.finished.job,

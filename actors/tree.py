@@ -136,6 +136,8 @@ def _delivery(process: Process, probes: list[Probe]) -> list[ChildSpec]:
                     policy=policy,
                     claim_ttl_s=s.delivery.claim_ttl,
                     gate=gate,
+                    limits=process.limits,
+                    disable_after_s=s.delivery.disable_after,
                 ),
                 shutdown_timeout_s=timeout,
             )

@@ -6,7 +6,7 @@ what is produced validates against it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -23,6 +23,7 @@ SUCCEEDED = "delivery.succeeded"
 FAILED = "delivery.failed"  # ended failed at once: a permanent failure
 EXHAUSTED = "delivery.exhausted"  # ended failed: the retry schedule ran out
 EXPIRED = "delivery.expired"  # ended expired: its notification's expiry came first
+DESTINATION_DISABLED = "destination.disabled"  # a stored destination was disabled automatically
 VERSION = 1
 
 
@@ -117,3 +118,19 @@ def delivery_outcome(
         "error": error,
     }
     return job.notification_id.bytes, envelope(kind, data)
+
+
+def destination_disabled(row: Mapping[str, Any], cause: str) -> tuple[bytes, bytes]:
+    """(key, value) of `destination.disabled`, keyed by destination id; `row` is the
+    destination as the recorder's transaction disabled it, `cause` gone or failing."""
+    destination_id: UUID = row["id"]
+    data = {
+        "destination_id": str(destination_id),
+        "client_id": row["client_id"],
+        "name": row["name"],
+        "type": row["kind"],
+        "cause": cause,
+        "reason": row["disabled_reason"],
+        "disabled_at": row["disabled_at"],
+    }
+    return destination_id.bytes, envelope(DESTINATION_DISABLED, data)

@@ -127,6 +127,18 @@ jobs_moved = Counter(
     "Jobs published for a schedule a PATCH moved later, sent back to the outbox for the new time.",
     registry=REGISTRY,
 )
+destinations_disabled = Counter(
+    "notifi_destinations_disabled_total",
+    "Stored destinations disabled automatically, by reason (gone: a 410; failing: no success "
+    "for delivery.disable_after).",
+    registry=REGISTRY,
+)
+deliveries_paused = Counter(
+    "notifi_deliveries_paused_total",
+    "Deliveries paused because their stored destination is disabled, by stage (load: not "
+    "attempted; attempt: the attempt disabled it).",
+    registry=REGISTRY,
+)
 actor_restarts = Counter(
     "notifi_actor_restarts_total",
     "Actor crashes followed by a restart, by actor.",

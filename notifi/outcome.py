@@ -1,16 +1,18 @@
 """What one delivery attempt means: a pure decision from the job, the send result, the retry
 policy, the notification's expiry and the time, to the delivery's new status, its next attempt
 and the event to publish; and the worker's other small decisions about a job (expired, moved by
-a reschedule, deferred no later than the expiry). The delivery worker does the I/O around
-them; this module does none."""
+a reschedule, deferred no later than the expiry), and for a stored destination whether a job
+goes at all (disabled: paused; deleted: cancelled) and when an attempt disables it. The
+delivery worker does the I/O around them; this module does none."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from notifi import events
 from notifi.destinations.base import Outcome, SendResult, bounded
@@ -51,6 +53,9 @@ class Decision:
 
 # Ended at its notification's expiry, attempted or not (not a failure of the destination).
 EXPIRED = Decision(DeliveryStatus.EXPIRED, event=events.EXPIRED)
+# Waits for its stored destination to be enabled again (which re-drives it): not a failure,
+# no delivery event (the destination's own `destination.disabled` says why).
+PAUSED = Decision(DeliveryStatus.PAUSED)
 
 
 def decide(
@@ -115,3 +120,79 @@ def crash_result(exc: Exception, duration_ms: float = 0.0) -> SendResult:
     content or headers, so it goes to the log, not to the attempt record)."""
     error = bounded(f"internal error while rendering or sending: {type(exc).__name__}")
     return SendResult(Outcome.PERMANENT, error=error, duration_ms=duration_ms)
+
+
+# -- stored destinations ----------------------------------------------------------------
+
+
+class Gate(StrEnum):
+    """What becomes of a loaded job before anything else, from its stored destination."""
+
+    SEND = "send"  # an inline or named destination, or a stored one that is enabled
+    PAUSE = "pause"  # its stored destination is disabled: the delivery waits (paused)
+    CANCEL = "cancel"  # its stored destination was deleted: nothing to send it to
+
+
+def gate(row: Mapping[str, Any]) -> Gate:
+    """Whether a job loaded as `row` (Store.load_jobs) may go on to be sent."""
+    if row.get("destination_id") is None:
+        return Gate.SEND
+    if row.get("destination_gone"):
+        return Gate.CANCEL
+    return Gate.SEND if row.get("destination_enabled") else Gate.PAUSE
+
+
+class DisableKind(StrEnum):
+    """Why a stored destination was disabled automatically (the metric's `reason` label)."""
+
+    GONE = "gone"  # it answered 410 Gone
+    FAILING = "failing"  # no success for `delivery.disable_after` seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Disable:
+    kind: DisableKind
+    reason: str  # shown on the destination resource and in its event
+
+
+GONE_REASON = "the endpoint answered 410 Gone"
+
+
+def auto_disable(
+    result: SendResult,
+    failing_since: datetime | None,
+    now: datetime,
+    disable_after_s: float,
+) -> Disable | None:
+    """Whether an attempt at a stored destination disables it: a 410 Gone at once (the
+    receiver says the endpoint is no more), or any failure once it has been failing without a
+    success since longer than `disable_after_s` (0: never by time). `failing_since` is as
+    loaded with the job: the first failure sets it, so the first one never disables."""
+    if result.status_code == 410 and result.outcome is not Outcome.DELIVERED:
+        return Disable(DisableKind.GONE, GONE_REASON)
+    if result.outcome is Outcome.DELIVERED or failing_since is None or disable_after_s <= 0:
+        return None
+    if now - failing_since >= timedelta(seconds=disable_after_s):
+        return Disable(
+            DisableKind.FAILING,
+            f"failing without a success since {failing_since.isoformat(timespec='seconds')}",
+        )
+    return None
+
+
+def when_disabled(decision: Decision, disable: Disable) -> Decision:
+    """The attempt's decision once it disables its destination: what would be tried again, and
+    the 410 itself, waits paused (enabling the destination re-drives it); what ended (failed
+    for good, expired) stays ended."""
+    ends_here = decision.status is DeliveryStatus.EXPIRED
+    if (decision.retry or disable.kind is DisableKind.GONE) and not ends_here:
+        return PAUSED
+    return decision
+
+
+def failing_change(failing_since: datetime | None, result: SendResult) -> bool | None:
+    """What an attempt changes of a stored destination's failing streak, as loaded: a failure
+    starts one (True), a success ends one (False), anything else writes nothing (None)."""
+    if result.outcome is Outcome.DELIVERED:
+        return False if failing_since is not None else None
+    return True if failing_since is None else None

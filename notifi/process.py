@@ -14,6 +14,7 @@ import structlog
 
 from notifi.bus import Bus, KafkaBus, MemoryBus, topic_names
 from notifi.claims import Claims
+from notifi.destination_limits import DestinationLimits
 from notifi.destinations.network import AddressPolicy
 from notifi.destinations.webhook import make_session
 from notifi.plan import Plan
@@ -37,6 +38,7 @@ class Process:
         self.store: Store
         self.bus: Bus
         self.claims: Claims | None = None  # delivery role only
+        self.limits: DestinationLimits | None = None  # delivery role only: shared rate limits
         self.policy: AddressPolicy  # delivery role only
         self.http: aiohttp.ClientSession  # delivery role only: sends to destinations
         self.api_http: aiohttp.ClientSession  # api role only: fetches the Access JWKS
@@ -102,6 +104,7 @@ class Process:
             claim_ttl_s=s.delivery.claim_ttl,
             delivered_ttl_s=s.delivery.delivered_ttl,
         )
+        self.limits = DestinationLimits(redis, prefix=s.redis.key_prefix)
         self.policy = AddressPolicy(s.delivery.allowed_networks)
         self.http = make_session(
             self.policy,

@@ -111,6 +111,18 @@ def sign(secret: str, msg_id: str, timestamp: int, payload: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
+def signatures(
+    secret: str, previous: str | None, msg_id: str, timestamp: int, payload: bytes
+) -> str:
+    """The `webhook-signature` value: one signature, or during a rotation's overlap (a stored
+    destination's `previous_secret`) two, space-separated and new first, as the Standard
+    Webhooks spec allows, so a receiver verifying with either secret passes."""
+    signed = sign(secret, msg_id, timestamp, payload)
+    if previous and previous != secret:
+        return f"{signed} {sign(previous, msg_id, timestamp, payload)}"
+    return signed
+
+
 def retry_after_s(value: str | None, now: float | None = None) -> float | None:
     """Retry-After as seconds: delta-seconds or an HTTP-date; None when absent or unreadable."""
     if not value:
@@ -169,7 +181,9 @@ class WebhookSender:
             "webhook-timestamp": str(timestamp),
         }
         if secret := destination.get("secret"):
-            headers["webhook-signature"] = sign(secret, msg_id, timestamp, payload)
+            headers["webhook-signature"] = signatures(
+                secret, destination.get("previous_secret"), msg_id, timestamp, payload
+            )
         try:
             host = URL(url).host or ""
             if (ip := literal_ip(host)) is not None:  # aiohttp skips the resolver for these

@@ -17,6 +17,7 @@ import orjson
 from notifi import lifecycle
 from notifi.batching import Coalescer
 from notifi.model import DeliveryJob, DeliveryStatus, NewNotification, NotificationState
+from notifi.store import recording
 from notifi.store.migrate import ensure_database, migrate
 from notifi.store.sql import query
 
@@ -93,6 +94,12 @@ class Finished:
     status_code: int | None = None
     error: str | None = None
     next_attempt_at: datetime | None = None
+    # A stored destination's: its id, whether this attempt starts (True) or ends (False) its
+    # failing streak (None: no change to write), and why this attempt disabled it (None: it
+    # did not). notifi.store.recording writes them.
+    destination_id: UUID | None = None
+    failing: bool | None = None
+    disable_reason: str | None = None
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -427,36 +434,14 @@ class Store:
         rows = await self.pool.fetch(query("delivered_in_postgres"), *_keys(keys))
         return {(r[0], r[1]) for r in rows}
 
-    async def record(self, finished: Sequence[Finished], requeued: Sequence[DeliveryJob]) -> None:
-        """Writes a batch of outcomes (and jobs sent back to the outbox) in one transaction."""
+    async def record(
+        self, finished: Sequence[Finished], requeued: Sequence[DeliveryJob]
+    ) -> list[asyncpg.Record]:
+        """Writes a batch of outcomes (and jobs sent back to the outbox) in one transaction,
+        with what they change of stored destinations; returns the destinations this batch
+        disabled (notifi.store.recording)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            touched: set[UUID] = set()
-            if finished:
-                jobs = [f.job for f in finished]
-                rows = await conn.fetch(
-                    query("record_outcomes"),
-                    [j.notification_id for j in jobs],
-                    [j.position for j in jobs],
-                    [j.attempt for j in jobs],
-                    [f.started_at for f in finished],
-                    [f.duration_ms for f in finished],
-                    [f.outcome for f in finished],
-                    [f.status_code for f in finished],
-                    [f.error for f in finished],
-                    [str(f.new_status) for f in finished],
-                    [f.next_attempt_at for f in finished],
-                )
-                touched.update(r[0] for r in rows)
-            if requeued:
-                await conn.execute(
-                    query("requeue"),
-                    [j.notification_id for j in requeued],
-                    [j.position for j in requeued],
-                    [j.attempt for j in requeued],
-                    [j.due_at for j in requeued],
-                )
-            if touched:
-                await conn.execute(query("refresh_status"), list(touched))
+            return await recording.record(conn, finished, requeued)
 
 
 def _initial_status(n: NewNotification) -> str:

@@ -63,6 +63,40 @@ def job_row(
     }
 
 
+def stored_row(
+    *,
+    enabled: bool = True,
+    gone: bool = False,
+    failing_since: datetime | None = None,
+    rate_limit: float | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """A row as `Store.load_jobs` returns it for a delivery to a stored destination."""
+    row = job_row(**kwargs)
+    row.update(
+        destination_id=uuid4(),
+        destination_gone=gone,
+        destination_enabled=None if gone else enabled,
+        failing_since=failing_since,
+        rate_limit=rate_limit,
+    )
+    return row
+
+
+class FakeLimits:
+    """The shared rate limits: answers each admit with the next of `waits` (the last
+    repeats; None: go now) and records what it was asked."""
+
+    def __init__(self, *waits: float | None) -> None:
+        self.waits, self.asked = list(waits) or [None], []
+
+    async def admit(
+        self, destination_id: UUID, rate_per_s: float, key: Key, attempt: int
+    ) -> float | None:
+        self.asked.append((destination_id, rate_per_s, key, attempt))
+        return self.waits[min(len(self.asked), len(self.waits)) - 1]
+
+
 class FakeJobStore:
     """The store as the delivery actors see it: loaded rows, deletions, schedules moved since
     the load (`scheduled`), recorded outcomes. `down_for` makes the next calls raise `OSError`
@@ -76,6 +110,7 @@ class FakeJobStore:
         self.requeued: list[DeliveryJob] = []
         self.down_for = 0
         self.calls: list[str] = []
+        self.disabled: set[UUID] = set()  # stored destinations the recorder disabled
 
     def add(self, row: dict[str, Any]) -> Key:
         key = (row["notification_id"], row["position"])
@@ -101,10 +136,27 @@ class FakeJobStore:
             scheduled_at = rows[0]["scheduled_at"] if rows else None
         return NotificationState(notification_id in self.deleted, scheduled_at)
 
-    async def record(self, finished: Sequence[Finished], requeued: Sequence[DeliveryJob]) -> None:
+    async def record(
+        self, finished: Sequence[Finished], requeued: Sequence[DeliveryJob]
+    ) -> list[dict[str, Any]]:
         self._maybe_down("record")
         self.finished.extend(finished)
         self.requeued.extend(requeued)
+        disabled = []
+        for f in finished:
+            if f.disable_reason and f.destination_id not in self.disabled:
+                self.disabled.add(f.destination_id)
+                disabled.append(
+                    {
+                        "id": f.destination_id,
+                        "client_id": "client-a",
+                        "name": None,
+                        "kind": "webhook",
+                        "disabled_reason": f.disable_reason,
+                        "disabled_at": datetime.now(UTC),
+                    }
+                )
+        return disabled
 
     def finished_for(self, key: Key) -> Finished | None:
         return next((f for f in self.finished if f.job.key == key), None)
@@ -188,6 +240,8 @@ class DeliveryHarness:
         host_gate: HostGate | None = None,
         claim_ttl_s: float = 30.0,
         max_restarts: int = 5,
+        limits: Any = None,
+        disable_after_s: float = 0.0,
     ) -> None:
         self.sender = ScriptedSender()
         self.senders = senders if senders is not None else {"webhook": self.sender}
@@ -225,6 +279,8 @@ class DeliveryHarness:
                         policy=policy or RetryPolicy.of([1, 5], 0),
                         claim_ttl_s=claim_ttl_s,
                         gate=self.gate,
+                        limits=limits,
+                        disable_after_s=disable_after_s,
                     ),
                     shutdown_timeout_s=1,
                 ),

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from actors.delivery import Work
-from notifi import events
+from notifi import events, metrics, outcome
 from notifi.destinations.base import Outcome, SendResult
 from notifi.hosts import BUSY_RETRY_S
 from notifi.model import DeliveryJob, DeliveryStatus, Notification
@@ -19,10 +19,14 @@ from notifi.outcome import QUARANTINE_AFTER_CRASHES
 from tests.support.fake_delivery import (
     DeliveryHarness,
     FakeClaims,
+    FakeLimits,
     ScriptedSender,
     gate,
     job_row,
+    stored_row,
 )
+from tests.support.fakes import metric_value
+from tests.support.schemas import schema
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -359,3 +363,97 @@ async def test_a_job_that_waited_long_for_its_turn_is_rechecked() -> None:
         await h.work.put(Work(job, row, "token-1", acked.set, loaded_at))
         await asyncio.wait_for(acked.wait(), 5)
         assert h.sender.sent == [] and h.store.finished == []
+
+
+# -- stored destinations ------------------------------------------------------------------
+
+
+async def test_a_disabled_stored_destination_pauses_its_job_without_an_attempt() -> None:
+    async with DeliveryHarness() as h:
+        row = stored_row(enabled=False)
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.sender.sent == [] and h.claims.holders == {}
+        f = h.store.finished_for(key(row))
+        assert f.new_status is DeliveryStatus.PAUSED and f.outcome is None
+        assert f.destination_id == row["destination_id"] and f.disable_reason is None
+        assert await h.events() == []
+
+
+async def test_a_deleted_stored_destination_cancels_its_job_without_an_attempt() -> None:
+    async with DeliveryHarness() as h:
+        row = stored_row(gone=True)
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.sender.sent == []
+        f = h.store.finished_for(key(row))
+        assert f.new_status is DeliveryStatus.CANCELLED and f.outcome is None
+
+
+async def test_a_410_disables_the_stored_destination_and_pauses_the_delivery() -> None:
+    gone = metric_value(metrics.destinations_disabled, {"reason": "gone"})
+    async with DeliveryHarness() as h:
+        h.sender.script = [SendResult(Outcome.PERMANENT, 410, "HTTP 410")]
+        row = stored_row()
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        f = h.store.finished_for(key(row))
+        assert f.new_status is DeliveryStatus.PAUSED and f.outcome == "permanent"
+        assert f.status_code == 410 and f.disable_reason == outcome.GONE_REASON
+        assert f.failing is True  # the first failure of a streak
+        [event] = await h.events()  # no delivery.failed: the delivery is not over
+        schema("destination.disabled.v1.json")(event)
+        assert event["data"]["destination_id"] == str(row["destination_id"])
+        assert event["data"]["cause"] == "gone"
+    assert metric_value(metrics.destinations_disabled, {"reason": "gone"}) == gone + 1
+
+
+@pytest.mark.parametrize(
+    ("attempt", "status"),
+    [(1, DeliveryStatus.PAUSED), (3, DeliveryStatus.FAILED)],  # retry pauses; the end stays
+)
+async def test_failing_past_disable_after_disables(attempt: int, status: DeliveryStatus) -> None:
+    async with DeliveryHarness(disable_after_s=3600) as h:
+        h.sender.script = [SendResult(Outcome.RETRY, 503, "HTTP 503")]
+        row = stored_row(failing_since=datetime.now(UTC) - timedelta(hours=2))
+        acked = await h.submit(row, attempt=attempt)
+        await asyncio.wait_for(acked.wait(), 5)
+        f = h.store.finished_for(key(row))
+        assert f.new_status is status and f.failing is None
+        assert f.disable_reason.startswith("failing without a success since ")
+        kinds = [e["type"] for e in await h.events()]
+        assert events.DESTINATION_DISABLED in kinds
+
+
+async def test_an_inline_destination_never_touches_stored_state() -> None:
+    async with DeliveryHarness(disable_after_s=1) as h:
+        h.sender.script = [SendResult(Outcome.PERMANENT, 410, "HTTP 410")]
+        row = job_row()
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        f = h.store.finished_for(key(row))
+        assert f.new_status is DeliveryStatus.FAILED and f.destination_id is None
+        assert f.failing is None and f.disable_reason is None
+
+
+async def test_over_the_rate_limit_the_job_waits_in_the_outbox_for_its_slot() -> None:
+    limits = FakeLimits(2.5)
+    async with DeliveryHarness(limits=limits) as h:
+        row = stored_row(rate_limit=5)
+        before = datetime.now(UTC)
+        acked = await h.submit(row)
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.sender.sent == [] and h.store.finished == []
+        [later] = h.store.requeued
+        assert later.attempt == 1 and later.due_at >= before + timedelta(seconds=2.5)
+        [(destination_id, rate, _, attempt)] = limits.asked
+        assert destination_id == row["destination_id"] and rate == 5 and attempt == 1
+
+
+async def test_within_the_rate_limit_the_job_goes_and_unlimited_ones_never_ask() -> None:
+    limits = FakeLimits(None)
+    async with DeliveryHarness(limits=limits) as h:
+        limited, free = stored_row(rate_limit=5), stored_row()
+        for row in (limited, free):
+            await asyncio.wait_for((await h.submit(row)).wait(), 5)
+        assert len(h.sender.sent) == 2 and len(limits.asked) == 1

@@ -1,6 +1,7 @@
 """The decision after one attempt (notifi.outcome.decide), table by table: delivered, retried
 on the schedule (and Retry-After), exhausted, permanent, expired; the quarantine threshold; and
-the worker's small decisions about expiry, deferral and moved schedules."""
+the worker's small decisions about expiry, deferral and moved schedules; and for stored
+destinations the gate at load, automatic disabling and the failing streak."""
 
 from __future__ import annotations
 
@@ -14,16 +15,25 @@ from notifi.destinations.base import Outcome, SendResult
 from notifi.model import OPEN_STATUSES, DeliveryJob, DeliveryStatus
 from notifi.outcome import (
     EXPIRED,
+    GONE_REASON,
+    PAUSED,
     QUARANTINE_AFTER_CRASHES,
     QUARANTINED,
     Decision,
+    Disable,
+    DisableKind,
     FailureReason,
+    Gate,
+    auto_disable,
     crash_result,
     decide,
+    failing_change,
+    gate,
     is_expired,
     moved_later,
     not_after,
     should_quarantine,
+    when_disabled,
 )
 from notifi.retry import RetryPolicy
 
@@ -194,3 +204,92 @@ def test_a_job_published_for_an_older_schedule_is_moved(
     scheduled_at = None if scheduled_in_s is None else at(scheduled_in_s)
     expected = None if expected_in_s is None else at(expected_in_s)
     assert moved_later(job(1), scheduled_at) == expected  # job(1) is due at NOW - 1 s
+
+
+# -- stored destinations: gate, auto-disable, the failing streak --------------------------
+
+DAY_S = 86400.0
+STORED = {"destination_id": UUID(int=9), "destination_gone": False}
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        ({"destination": {"type": "webhook"}}, Gate.SEND),  # inline or named
+        ({"destination_id": None}, Gate.SEND),
+        ({**STORED, "destination_enabled": True}, Gate.SEND),
+        ({**STORED, "destination_enabled": False}, Gate.PAUSE),
+        ({**STORED, "destination_gone": True, "destination_enabled": None}, Gate.CANCEL),
+    ],
+)  # fmt: skip
+def test_gate(row: dict, expected: Gate) -> None:
+    assert gate(row) == expected
+
+
+GONE = Disable(DisableKind.GONE, GONE_REASON)
+
+
+def failing_since(days: float) -> Disable:
+    return Disable(
+        DisableKind.FAILING, f"failing without a success since {at(-days * DAY_S).isoformat()}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("result", "failing_days", "disable_after_s", "expected"),
+    [
+        # a 410 disables at once, streak or not
+        (SendResult(Outcome.PERMANENT, 410), None, 5 * DAY_S, GONE),
+        (SendResult(Outcome.PERMANENT, 410), 1, 0, GONE),
+        # other permanent failures and retries: only past disable_after
+        (SendResult(Outcome.PERMANENT, 404), None, 5 * DAY_S, None),
+        (SendResult(Outcome.RETRY, 503), None, 5 * DAY_S, None),  # the first failure
+        (SendResult(Outcome.RETRY, 503), 4.9, 5 * DAY_S, None),
+        (SendResult(Outcome.RETRY, 503), 5, 5 * DAY_S, failing_since(5)),
+        (SendResult(Outcome.PERMANENT, 400), 6, 5 * DAY_S, failing_since(6)),
+        (SendResult(Outcome.RETRY, None), 30, 0, None),  # 0: never by time
+        # a success never disables
+        (SendResult(Outcome.DELIVERED, 200), 30, 5 * DAY_S, None),
+    ],
+)  # fmt: skip
+def test_auto_disable(
+    result: SendResult, failing_days: float | None, disable_after_s: float, expected: Disable | None
+) -> None:
+    since = None if failing_days is None else at(-failing_days * DAY_S)
+    assert auto_disable(result, since, NOW, disable_after_s) == expected
+
+
+@pytest.mark.parametrize(
+    ("decision", "disable", "expected"),
+    [
+        (retry_at(5), failing_since(6), PAUSED),  # would be retried: waits for the enable
+        (FAILED_EXHAUSTED, failing_since(6), FAILED_EXHAUSTED),  # ended: stays failed
+        (FAILED_PERMANENT, failing_since(6), FAILED_PERMANENT),
+        (FAILED_PERMANENT, GONE, PAUSED),  # the 410 itself is re-driven by the enable
+        (EXPIRED, GONE, EXPIRED),
+        (EXPIRED, failing_since(6), EXPIRED),
+    ],
+)  # fmt: skip
+def test_a_disabling_attempt_pauses_what_would_go_on(
+    decision: Decision, disable: Disable, expected: Decision
+) -> None:
+    assert when_disabled(decision, disable) == expected
+
+
+def test_paused_is_neither_a_retry_nor_a_failure() -> None:
+    assert PAUSED.status is DeliveryStatus.PAUSED and PAUSED.status not in OPEN_STATUSES
+    assert not PAUSED.retry and PAUSED.failure is None and PAUSED.event is None
+
+
+@pytest.mark.parametrize(
+    ("failing", "result", "expected"),
+    [
+        (False, SendResult(Outcome.RETRY, 503), True),  # starts a streak
+        (True, SendResult(Outcome.RETRY, 503), None),  # already failing: no write
+        (True, SendResult(Outcome.PERMANENT, 404), None),
+        (True, SendResult(Outcome.DELIVERED, 200), False),  # ends it
+        (False, SendResult(Outcome.DELIVERED, 200), None),  # the common case: no write
+    ],
+)  # fmt: skip
+def test_failing_streak_changes(failing: bool, result: SendResult, expected: bool | None) -> None:
+    assert failing_change(at(-60) if failing else None, result) is expected

@@ -11,7 +11,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from notifi.destinations.network import AddressPolicy, check_url
-from notifi.destinations.webhook import retry_after_s, sign, validate_secret
+from notifi.destinations.webhook import retry_after_s, sign, signatures, validate_secret
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
@@ -110,3 +110,20 @@ def test_retry_after_forms() -> None:
     assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10
     assert retry_after_s("soon") is None
     assert retry_after_s(None) is None
+
+
+def test_during_a_rotation_either_secret_verifies_the_two_signatures() -> None:
+    import time
+
+    old = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    ts, body = int(time.time()), b'{"id":"n2"}'
+    both = signatures(SECRET, old, "n2", ts, body)
+    new_sig, old_sig = both.split(" ")
+    assert new_sig == sign(SECRET, "n2", ts, body) and old_sig == sign(old, "n2", ts, body)
+    assert Webhook(SECRET).verify(body, headers("n2", ts, both))
+    assert Webhook(old).verify(body, headers("n2", ts, both))
+    # No previous secret (or the same one again): one signature, as before.
+    assert signatures(SECRET, None, "n2", ts, body) == new_sig
+    assert signatures(SECRET, SECRET, "n2", ts, body) == new_sig
+    with pytest.raises(WebhookVerificationError):
+        Webhook(old).verify(body, headers("n2", ts, new_sig))

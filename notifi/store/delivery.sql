@@ -1,0 +1,110 @@
+-- The delivery role's queries: loading jobs, and the recorder's transaction (the outcomes, and
+-- for stored destinations their failing_since, their automatic disabling and paused deliveries).
+
+-- name: load_jobs --
+-- What a delivery worker needs for each job of a fetched batch, in one round trip. A delivery
+-- to a stored destination holds only {"type", "destination_id"}: the destination the sender
+-- gets is the stored one as it is now (its config, type and secret, plus the previous secret
+-- while the rotation's overlap lasts). destination_gone: it was deleted since.
+SELECT n.id AS notification_id, d.position, n.client_id, n.title, n.body, n.data,
+       n.scheduled_at, n.created_at, n.deleted_at, n.expires_at, d.kind,
+       CASE WHEN s.id IS NULL THEN d.destination
+            ELSE s.config || jsonb_build_object('type', s.kind)
+                 || jsonb_strip_nulls(jsonb_build_object(
+                        'secret', s.secret,
+                        'previous_secret',
+                        CASE WHEN s.previous_secret_until > now() THEN s.previous_secret END))
+       END AS destination,
+       d.status, d.attempts, d.destination_id,
+       d.destination_id IS NOT NULL AND s.id IS NULL AS destination_gone,
+       s.enabled AS destination_enabled, s.failing_since, s.rate_limit
+  FROM unnest($1::uuid[], $2::smallint[]) AS k(notification_id, position)
+  JOIN deliveries d ON d.notification_id = k.notification_id AND d.position = k.position
+  JOIN notifications n ON n.id = d.notification_id
+  LEFT JOIN destinations s ON s.id = d.destination_id;
+
+-- name: lock_destinations --
+-- The recorder's first step when a batch changes stored destinations: their rows, locked in id
+-- order (two recorders never wait on each other in a cycle), with whether each is enabled. The
+-- lock also orders a pause against an enable (which updates the row first, then resumes the
+-- paused deliveries in a later statement): whichever comes second sees the other's work.
+SELECT id, enabled
+  FROM destinations
+ WHERE id = ANY ($1::uuid[])
+ ORDER BY id
+   FOR NO KEY UPDATE;
+
+-- name: track_failing --
+-- failing_since of stored destinations ($1) after their latest attempt in the batch ($2 when,
+-- $3 delivered): cleared by a success, set by a failure when not set yet; unchanged rows are
+-- not written.
+WITH latest AS (
+    SELECT DISTINCT ON (id) id, started_at, delivered
+      FROM unnest($1::uuid[], $2::timestamptz[], $3::bool[]) AS k(id, started_at, delivered)
+     ORDER BY id, started_at DESC
+)
+UPDATE destinations s
+   SET failing_since = CASE WHEN l.delivered THEN NULL ELSE l.started_at END
+  FROM latest l
+ WHERE s.id = l.id
+   AND CASE WHEN l.delivered THEN s.failing_since IS NOT NULL ELSE s.failing_since IS NULL END;
+
+-- name: disable_destinations --
+-- Stored destinations ($1) an attempt disabled, each with its reason ($2): only those still
+-- enabled, so each is disabled, and announced, once. Returns the ones disabled here.
+UPDATE destinations s
+   SET enabled = false, disabled_reason = k.reason, disabled_at = now(), updated_at = now()
+  FROM unnest($1::uuid[], $2::text[]) AS k(id, reason)
+ WHERE s.id = k.id AND s.enabled
+RETURNING s.id, s.client_id, s.name, s.kind, s.disabled_reason, s.disabled_at;
+
+-- name: record_outcomes --
+-- One statement for a batch of finished attempts: the attempt log, the delivery rows, and the
+-- outbox rows of retries. A delivered row is never downgraded (a delivered outcome still adds
+-- its details to a row the Redis-down fallback marked delivered first); a cancelled, failed or
+-- expired one only upgraded to delivered (the attempt began before the delete or the expiry).
+-- An outcome without an attempt (no outcome text: a job found already delivered, expired
+-- before it was tried, or paused because its destination is disabled) counts no attempt
+-- unless it says delivered. A paused delivery gets no outbox row: enabling its destination
+-- resumes it.
+WITH o AS (
+    SELECT *
+      FROM unnest($1::uuid[], $2::smallint[], $3::int[], $4::timestamptz[], $5::real[],
+                  $6::text[], $7::int[], $8::text[], $9::text[], $10::timestamptz[],
+                  $11::uuid[])
+           AS t(notification_id, position, attempt, started_at, duration_ms, outcome,
+                status_code, error, new_status, next_attempt_at, destination_id)
+), logged AS (
+    INSERT INTO delivery_attempts (notification_id, position, attempt, started_at, duration_ms,
+                                   outcome, status_code, error, destination_id)
+    SELECT notification_id, position, attempt, started_at, duration_ms, outcome, status_code,
+           error, destination_id
+      FROM o
+     WHERE outcome IS NOT NULL
+), updated AS (
+    UPDATE deliveries d
+       SET status = o.new_status,
+           attempts = CASE WHEN o.outcome IS NULL AND o.new_status <> 'delivered'
+                           THEN d.attempts ELSE greatest(d.attempts, o.attempt) END,
+           last_error = CASE WHEN o.outcome IS NULL THEN d.last_error ELSE o.error END,
+           last_status_code = coalesce(o.status_code, d.last_status_code),
+           next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at),
+           delivered_at = CASE WHEN o.new_status <> 'delivered' THEN NULL
+                               WHEN d.status = 'delivered' THEN d.delivered_at
+                               ELSE now() END,
+           claimed_until = NULL,
+           claimed_by = NULL,
+           updated_at = now()
+      FROM o
+     WHERE d.notification_id = o.notification_id AND d.position = o.position
+       AND (d.status <> 'delivered' OR o.new_status = 'delivered')
+       AND (o.new_status = 'delivered' OR d.status NOT IN ('cancelled', 'failed', 'expired'))
+ RETURNING d.notification_id, d.position, d.status, d.next_attempt_at, o.attempt
+), retries AS (
+    INSERT INTO outbox (notification_id, position, attempt, due_at, partition_key)
+    SELECT u.notification_id, u.position, u.attempt + 1, u.next_attempt_at, n.partition_key
+      FROM updated u
+      JOIN notifications n ON n.id = u.notification_id
+     WHERE u.status = 'delivering'
+)
+SELECT DISTINCT notification_id FROM updated;

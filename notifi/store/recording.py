@@ -1,0 +1,107 @@
+"""The delivery recorder's transaction: a batch of outcomes and requeued jobs, and what they
+change of stored destinations (failing_since, automatic disabling, paused deliveries), written
+together so that a crash leaves all of it or none."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import asyncpg
+
+from notifi.model import DeliveryJob, DeliveryStatus
+from notifi.store.sql import query
+
+if TYPE_CHECKING:
+    from notifi.store import Finished
+
+
+async def record(
+    conn: asyncpg.Connection, finished: Sequence[Finished], requeued: Sequence[DeliveryJob]
+) -> list[asyncpg.Record]:
+    """Writes the batch in the caller's transaction; returns the destinations it disabled."""
+    disabled: list[asyncpg.Record] = []
+    changing = [f for f in finished if f.destination_id is not None and _changes(f)]
+    if changing:
+        ids = sorted({f.destination_id for f in changing if f.destination_id is not None})
+        locked = await conn.fetch(query("lock_destinations"), ids)
+        still_off = {r["id"] for r in locked if not r["enabled"]}
+        streaks = [f for f in changing if f.failing is not None]
+        if streaks:
+            await conn.execute(
+                query("track_failing"),
+                [f.destination_id for f in streaks],
+                [f.started_at for f in streaks],
+                [not f.failing for f in streaks],
+            )
+        reasons = {f.destination_id: f.disable_reason for f in changing if f.disable_reason}
+        if reasons:
+            disabled = await conn.fetch(
+                query("disable_destinations"), list(reasons), list(reasons.values())
+            )
+        still_off |= {r["id"] for r in disabled}
+        finished, requeued = unpause(finished, requeued, still_off, datetime.now(UTC))
+    touched: set[UUID] = set()
+    if finished:
+        jobs = [f.job for f in finished]
+        rows = await conn.fetch(
+            query("record_outcomes"),
+            [j.notification_id for j in jobs],
+            [j.position for j in jobs],
+            [j.attempt for j in jobs],
+            [f.started_at for f in finished],
+            [f.duration_ms for f in finished],
+            [f.outcome for f in finished],
+            [f.status_code for f in finished],
+            [f.error for f in finished],
+            [str(f.new_status) for f in finished],
+            [f.next_attempt_at for f in finished],
+            [f.destination_id for f in finished],
+        )
+        touched.update(r[0] for r in rows)
+    if requeued:
+        await conn.execute(
+            query("requeue"),
+            [j.notification_id for j in requeued],
+            [j.position for j in requeued],
+            [j.attempt for j in requeued],
+            [j.due_at for j in requeued],
+        )
+    if touched:
+        await conn.execute(query("refresh_status"), list(touched))
+    return disabled
+
+
+def _changes(f: Finished) -> bool:
+    """Whether an outcome writes to its stored destination (or must see it locked)."""
+    return (
+        f.failing is not None
+        or f.disable_reason is not None
+        or f.new_status is DeliveryStatus.PAUSED
+    )
+
+
+def unpause(
+    finished: Sequence[Finished],
+    requeued: Sequence[DeliveryJob],
+    disabled: Collection[UUID],
+    now: datetime,
+) -> tuple[list[Finished], list[DeliveryJob]]:
+    """Pauses only what waits on a destination that is disabled, as seen under its row lock:
+    one enabled in the meantime (or deleted) would never resume it. An attempted delivery is
+    tried again now instead; a job paused before its attempt goes back to the outbox, due now
+    (a deleted destination's job then ends cancelled when it is loaded)."""
+    kept, back = [], list(requeued)
+    for f in finished:
+        if f.new_status is not DeliveryStatus.PAUSED or f.destination_id in disabled:
+            kept.append(f)
+        elif f.outcome is None:
+            back.append(f.job.later(now))
+        else:
+            kept.append(
+                dataclasses.replace(f, new_status=DeliveryStatus.DELIVERING, next_attempt_at=now)
+            )
+    return kept, back
