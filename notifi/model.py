@@ -58,6 +58,7 @@ class NewNotification:
     destinations: list[dict[str, Any]]
     created_at: datetime
     expires_at: datetime | None = None  # no attempt starts at or after it (None: never)
+    topic: str | None = None  # expands at accept to the client's subscribed stored destinations
 
     def due_at(self) -> datetime:
         if self.scheduled_at is None or self.scheduled_at < self.created_at:

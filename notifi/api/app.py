@@ -42,11 +42,13 @@ from notifi.errors import (
     PayloadTooLarge,
     Problem,
     TooManyRequests,
+    Unavailable,
     UnsupportedMediaType,
 )
 from notifi.model import NewNotification
+from notifi.outage import POSTGRES_AWAY
 from notifi.ratelimit import RateLimiter
-from notifi.store import ID_MAX, ID_MIN, Accepted, AcceptOutcome, Store, id_at
+from notifi.store import ID_MAX, ID_MIN, Accepted, AcceptOutcome, Store, id_at, references
 
 log = structlog.get_logger(__name__)
 
@@ -186,11 +188,26 @@ def _idempotency_key(request: web.Request) -> str | None:
     return key
 
 
+async def _stored_destinations(
+    ctx: ApiContext, client: Client, bodies: list[Any]
+) -> references.StoredDestinations:
+    """The client's own stored destinations that the bodies refer to (by id or name): one
+    query for a whole request or bulk, none when nothing refers to one."""
+    ids, names = references.referenced(bodies, ctx.validator.limits.max_destinations)
+    try:
+        return await references.find(ctx.store.pool, client.id, ids, names)
+    except POSTGRES_AWAY:
+        raise Unavailable(
+            "The database is unreachable; try again.", headers={"Retry-After": "1"}
+        ) from None
+
+
 async def create_notification(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     body = await _json_body(request, ctx.max_body_bytes)
     client = _client(request)
-    new = ctx.validator.notification(body, client.id, _idempotency_key(request))
+    stored = await _stored_destinations(ctx, client, [body])
+    new = ctx.validator.notification(body, client.id, _idempotency_key(request), stored=stored)
     result = await ctx.submit(new)
     location = {"Location": f"/api/notifications/{result.id}"}
     if result.outcome is AcceptOutcome.CONFLICT:
@@ -205,7 +222,8 @@ async def create_notification(request: web.Request) -> web.Response:
             raise NotFound()
         return json_response(resources.notification(row), 200, headers=location)
     metrics.accepted.inc({"client_id": ctx.client_label(client)})
-    return json_response(resources.accepted(new), 202, headers=location)
+    shown = resources.accepted(new, result.status, result.deliveries)
+    return json_response(shown, 202, headers=location)
 
 
 async def create_bulk(request: web.Request) -> web.Response:
@@ -214,13 +232,14 @@ async def create_bulk(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     client = _client(request)
     items = ctx.validator.bulk(await _json_body(request))
+    stored = await _stored_destinations(ctx, client, items)
     results: list[dict[str, Any]] = [{} for _ in items]
     valid: list[tuple[int, NewNotification]] = []
     for i, item in enumerate(items):
         try:
-            valid.append(
-                (i, ctx.validator.notification(item, client.id, None, prefix=f"/notifications/{i}"))
-            )
+            prefix = f"/notifications/{i}"
+            new = ctx.validator.notification(item, client.id, None, prefix=prefix, stored=stored)
+            valid.append((i, new))
         except Problem as problem:
             results[i] = {"status": problem.status, "problem": problem.document()}
     accepted = await asyncio.gather(*(ctx.submit(n) for _, n in valid))

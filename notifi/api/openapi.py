@@ -105,6 +105,7 @@ def openapi(validator: Validator) -> dict[str, Any]:
                 for kind in schemas.destination_schemas()
             ),
             {"$ref": "#/components/schemas/NamedDestination"},
+            {"$ref": "#/components/schemas/StoredDestinationReference"},
         ]
     }
     page_params = [
@@ -357,6 +358,7 @@ def openapi(validator: Validator) -> dict[str, Any]:
                         for kind, schema in schemas.destination_schemas().items()
                     },
                     "NamedDestination": schemas.named_destination(),
+                    "StoredDestinationReference": schemas.stored_destination_reference(),
                     "RescheduleRequest": schemas.reschedule_request(),
                     "Notification": schemas.notification(),
                     "NotificationPage": {

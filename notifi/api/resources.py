@@ -3,7 +3,7 @@ Secrets and header values never leave."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +12,8 @@ from notifi.model import OPEN_STATUSES, NewNotification
 
 def _destination(given: Mapping[str, Any]) -> dict[str, Any]:
     shown: dict[str, Any] = {"type": given["type"]}
+    if "destination_id" in given:  # a stored destination: its fields are its own resource
+        shown["destination_id"] = given["destination_id"]
     if "name" in given:
         shown["name"] = given["name"]
     if "url" in given and "name" not in given:
@@ -56,6 +58,7 @@ def notification(row: Mapping[str, Any]) -> dict[str, Any]:
         "title": row["title"],
         "body": row["body"],
         "data": row["data"],
+        "topic": row.get("topic"),
         "scheduled_at": row["scheduled_at"],
         "expires_at": row.get("expires_at"),
         "created_at": row["created_at"],
@@ -66,10 +69,22 @@ def notification(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def accepted(n: NewNotification) -> dict[str, Any]:
-    """A notification just written, shown without reading it back."""
+def accepted(
+    n: NewNotification,
+    status: str | None = None,
+    deliveries: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A notification just written, shown without reading it back: from its request, or with
+    the `status` and `deliveries` the accept wrote when they may differ (a topic, stored
+    destinations)."""
     due: datetime = n.due_at()
-    status = "scheduled" if due > n.created_at else "pending"
+    scheduled = "scheduled" if due > n.created_at else "pending"
+    if deliveries is None:
+        status = scheduled
+        deliveries = [
+            {"position": i, "destination": d, "status": scheduled, "next_attempt_at": due}
+            for i, d in enumerate(n.destinations)
+        ]
     return notification(
         {
             "id": n.id,
@@ -77,6 +92,7 @@ def accepted(n: NewNotification) -> dict[str, Any]:
             "title": n.title,
             "body": n.body,
             "data": n.data,
+            "topic": n.topic,
             "scheduled_at": n.scheduled_at,
             "expires_at": n.expires_at,
             "created_at": n.created_at,
@@ -85,17 +101,17 @@ def accepted(n: NewNotification) -> dict[str, Any]:
             "delivered_at": None,
             "deliveries": [
                 {
-                    "position": i,
-                    "destination": d,
-                    "status": status,
+                    "position": d["position"],
+                    "destination": d["destination"],
+                    "status": d["status"],
                     "attempts": 0,
                     "last_error": None,
                     "last_status_code": None,
-                    "next_attempt_at": due,
+                    "next_attempt_at": d["next_attempt_at"],
                     "delivered_at": None,
                     "updated_at": n.created_at,
                 }
-                for i, d in enumerate(n.destinations)
+                for d in deliveries
             ],
         }
     )

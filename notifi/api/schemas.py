@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 MAX_SCHEDULE_AHEAD_DAYS = 366  # scheduled_at at most this far ahead (at submit and at PATCH)
 MAX_TTL_S = 366 * 86_400  # a ttl of at most 366 days
 MAX_EXPIRY_AHEAD_DAYS = 2 * 366  # expires_at at most this far ahead: the latest schedule + ttl
+TOPIC_PATTERN = "^[a-z0-9._-]{1,64}$"
+TOPIC_RULE = "1 to 64 characters of a-z, 0-9, '.', '_' and '-'"
 
 
 def scheduled_at() -> dict[str, Any]:
@@ -59,14 +61,40 @@ def webhook_destination() -> dict[str, Any]:
     }
 
 
+def topic() -> dict[str, Any]:
+    """A topic name, as a notification carries it (and a stored destination subscribes)."""
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64,
+        "pattern": TOPIC_PATTERN,
+        "description": f"A topic name: {TOPIC_RULE}.",
+    }
+
+
 def named_destination() -> dict[str, Any]:
     return {
         "type": "object",
         "title": "Named destination",
-        "description": "A destination configured on the server as [destinations.<name>].",
+        "description": "This client's stored destination of this name (POST /api/destinations) "
+        "if it has one, else the destination configured on the server as "
+        "[destinations.<name>].",
         "required": ["name"],
         "additionalProperties": False,
         "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100}},
+    }
+
+
+def stored_destination_reference() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "title": "Stored destination",
+        "description": "One of this client's stored destinations (POST /api/destinations), by "
+        "id; an admin client refers to its own only. A disabled one gets a paused delivery "
+        "that goes out when it is enabled again.",
+        "required": ["destination_id"],
+        "additionalProperties": False,
+        "properties": {"destination_id": {"type": "string", "format": "uuid", "maxLength": 36}},
     }
 
 
@@ -133,8 +161,13 @@ def destination_schemas() -> dict[str, dict[str, Any]]:
 def create_request(limits: Limits) -> dict[str, Any]:
     return {
         "type": "object",
-        "required": ["body", "destinations"],
+        "required": ["body"],
         "additionalProperties": False,
+        # Without a topic, at least one destination (notifi.api.validation words the error).
+        "anyOf": [
+            {"required": ["topic"], "properties": {"topic": {"type": "string"}}},
+            {"required": ["destinations"], "properties": {"destinations": {"minItems": 1}}},
+        ],
         "properties": {
             "title": {"type": ["string", "null"], "maxLength": limits.max_title_chars},
             "body": {"type": "string", "minLength": 1, "maxLength": limits.max_body_chars},
@@ -160,10 +193,22 @@ def create_request(limits: Limits) -> dict[str, Any]:
                 "description": "Seconds from acceptance after which the notification expires "
                 "(as expires_at). Not with expires_at.",
             },
+            "topic": {
+                **topic(),
+                "type": ["string", "null"],
+                "description": f"A topic ({TOPIC_RULE}): at acceptance it adds a delivery to "
+                "every enabled stored destination of this client subscribed to it (or to "
+                '"*"), each once, after the listed destinations. With a topic, destinations '
+                "may be absent or empty; when nothing matches, the notification is accepted "
+                "with status unmatched and no deliveries.",
+            },
             "destinations": {
                 "type": "array",
-                "minItems": 1,
+                "minItems": 0,
                 "maxItems": limits.max_destinations,
+                "description": "Inline destinations, named ones, and stored ones by id; at "
+                "least one unless a topic is given. A stored destination listed twice (or "
+                "also reached by the topic) gets one delivery.",
                 # Each item is checked again by its own type's schema (for precise errors).
                 "items": {"type": "object", "minProperties": 1},
             },
@@ -196,6 +241,7 @@ DELIVERY_STATUSES = [
     "failed",
     "cancelled",
     "expired",
+    "paused",
 ]
 
 
@@ -218,6 +264,12 @@ def published_destination() -> dict[str, Any]:
             "position": {"type": "integer"},
             "type": {"type": "string"},
             "name": {"type": "string"},
+            "destination_id": {
+                "type": "string",
+                "format": "uuid",
+                "description": "The stored destination this delivery goes to (its fields are "
+                "read when it is sent).",
+            },
             "url": {"type": "string"},
             "has_secret": {"type": "boolean"},
             "status": {"enum": DELIVERY_STATUSES},
@@ -240,6 +292,8 @@ NOTIFICATION_STATUSES = [
     "failed",
     "cancelled",
     "expired",
+    "paused",
+    "unmatched",
 ]
 
 
@@ -254,6 +308,7 @@ def notification() -> dict[str, Any]:
             "title": {"type": "string"},
             "body": {"type": "string"},
             "data": {"type": "object"},
+            "topic": {"type": ["string", "null"]},
             "scheduled_at": stamp,
             "expires_at": stamp,
             "created_at": {"type": "string", "format": "date-time"},

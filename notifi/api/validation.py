@@ -1,7 +1,8 @@
 """Request validation: the published JSON Schemas check the shape, then a few rules no schema
-can state (dates, URLs, secrets, named destinations, data's depth and size, the header policy).
-Every failure names the field. What could not be sent is refused here, at submit time, so a
-stored notification never holds a header its sender would have to refuse later.
+can state (dates, URLs, secrets, named and stored destinations, data's depth and size, the
+header policy). Every failure names the field. What could not be sent is refused here, at
+submit time, so a stored notification never holds a header its sender would have to refuse
+later.
 
 The walks over `data` are iterative: a deeply nested document must cost a 422, never a
 RecursionError or an orjson recursion limit (both were 500s that stalled the loop)."""
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import fastjsonschema
 import orjson
@@ -28,9 +31,11 @@ from notifi.destinations.webhook import validate_secret
 from notifi.errors import InvalidRequest
 from notifi.model import NewNotification
 from notifi.settings import SettingsError
+from notifi.store.references import NONE, StoredDestinations
 
 MAX_SCHEDULE_AHEAD = timedelta(days=schemas.MAX_SCHEDULE_AHEAD_DAYS)
 MAX_EXPIRY_AHEAD = timedelta(days=schemas.MAX_EXPIRY_AHEAD_DAYS)
+TOPIC = re.compile(schemas.TOPIC_PATTERN.removeprefix("^").removesuffix("$"))
 
 
 def _pointer(path: list[str], *more: str) -> str:
@@ -151,6 +156,7 @@ class Validator:
         self._partitions = partitions
         self._check_request = fastjsonschema.compile(schemas.create_request(limits))
         self._check_named = fastjsonschema.compile(schemas.named_destination())
+        self._check_stored = fastjsonschema.compile(schemas.stored_destination_reference())
         self._check_bulk = fastjsonschema.compile(schemas.bulk_request(limits.max_bulk))
         self._check_reschedule = fastjsonschema.compile(schemas.reschedule_request())
         self._check_destination: dict[str, Callable[[Any], Any]] = {
@@ -167,7 +173,11 @@ class Validator:
         idempotency_key: str | None,
         now: datetime | None = None,
         prefix: str = "",
+        stored: StoredDestinations = NONE,
     ) -> NewNotification:
+        """`stored`: the client's stored destinations the request refers to, looked up
+        beforehand (notifi.store.references); a reference not among them is refused."""
+        _check_topic_or_destinations(body, prefix)
         try:
             self._check_request(body)
         except fastjsonschema.JsonSchemaValueException as exc:
@@ -195,10 +205,10 @@ class Validator:
             )
         scheduled_at = _date(body.get("scheduled_at"), "scheduled_at", now, prefix)
         expires_at = _expiry(body, scheduled_at, now, prefix)
-        destinations = [
-            self._resolve(d, f"{prefix}/destinations/{i}")
-            for i, d in enumerate(body["destinations"])
-        ]
+        destinations = _once_each(
+            self._resolve(d, f"{prefix}/destinations/{i}", stored)
+            for i, d in enumerate(body.get("destinations") or ())
+        )
         return NewNotification(
             id=uuid7(),
             client_id=client_id,
@@ -212,6 +222,7 @@ class Validator:
             destinations=destinations,
             created_at=now,
             expires_at=expires_at,
+            topic=body.get("topic"),
         )
 
     def bulk(self, body: Any) -> list[Any]:
@@ -231,19 +242,37 @@ class Validator:
             raise _schema_problem(exc, "") from None
         return _date(body["scheduled_at"], "scheduled_at", now or datetime.now(UTC), "")
 
-    def _resolve(self, given: dict[str, Any], pointer: str) -> dict[str, Any]:
+    def _resolve(
+        self, given: dict[str, Any], pointer: str, stored: StoredDestinations
+    ) -> dict[str, Any]:
+        if "destination_id" in given:
+            try:
+                self._check_stored(given)
+            except fastjsonschema.JsonSchemaValueException as exc:
+                raise _schema_problem(exc, pointer) from None
+            found = stored.by_id.get(UUID(given["destination_id"]))
+            if found is None:
+                raise InvalidRequest(
+                    "no stored destination of yours has this id",
+                    pointer=f"{pointer}/destination_id",
+                )
+            return found.reference()
         if "name" in given:
             try:
                 self._check_named(given)
             except fastjsonschema.JsonSchemaValueException as exc:
                 raise _schema_problem(exc, pointer) from None
-            spec = self._named.get(given["name"])
+            name = given["name"]
+            if (mine := stored.by_name.get(name)) is not None:
+                return mine.reference()  # the client's own first, then the configured ones
+            spec = self._named.get(name)
             if spec is None:
                 raise InvalidRequest(
-                    f"no destination named {given['name']!r} is configured",
+                    f"no destination named {name!r}: neither a stored destination of yours "
+                    "nor one configured on the server",
                     pointer=f"{pointer}/name",
                 )
-            return {**spec, "name": given["name"]}
+            return {**spec, "name": name}
         return self.destination(given, pointer)
 
     def destination(self, given: dict[str, Any], pointer: str) -> dict[str, Any]:
@@ -270,6 +299,44 @@ class Validator:
                 if (error := address_error(address)) is not None:
                     raise InvalidRequest(f"to: {error}", pointer=f"{pointer}/to")
         return given
+
+
+def _check_topic_or_destinations(body: Any, prefix: str) -> None:
+    """The topic's name, and without a topic at least one destination. The schema says both
+    too, but its messages would not say the rule in words or name the field."""
+    if not isinstance(body, dict):
+        return
+    topic = body.get("topic")
+    if topic is not None and (not isinstance(topic, str) or not TOPIC.fullmatch(topic)):
+        raise InvalidRequest(
+            f"topic must be a string of {schemas.TOPIC_RULE}", pointer=f"{prefix}/topic"
+        )
+    if topic is not None:
+        return
+    listed = body.get("destinations")
+    if listed is None:
+        raise InvalidRequest(
+            "destinations is required unless a topic is given", pointer=f"{prefix}/destinations"
+        )
+    if listed == []:
+        raise InvalidRequest(
+            "destinations needs at least one item unless a topic is given",
+            pointer=f"{prefix}/destinations",
+        )
+
+
+def _once_each(destinations: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each stored destination once per notification (listed twice, by id and by name, say):
+    the first mention keeps its place. Inline destinations stay as given."""
+    seen: set[str] = set()
+    kept = []
+    for d in destinations:
+        if (ref := d.get("destination_id")) is not None:
+            if ref in seen:
+                continue
+            seen.add(ref)
+        kept.append(d)
+    return kept
 
 
 def _date(

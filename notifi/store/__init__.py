@@ -19,6 +19,7 @@ from notifi.batching import Coalescer
 from notifi.model import DeliveryJob, DeliveryStatus, NewNotification, NotificationState
 from notifi.store import recording
 from notifi.store.migrate import ensure_database, migrate
+from notifi.store.references import Written, write_deliveries
 from notifi.store.sql import query
 
 __all__ = [
@@ -54,6 +55,10 @@ class AcceptOutcome(StrEnum):
 class Accepted:
     outcome: AcceptOutcome
     id: UUID
+    # Set when what was written may differ from the request (a topic, stored destinations):
+    # the status and the delivery rows as written, for the answer to show.
+    status: str | None = None
+    deliveries: tuple[dict[str, Any], ...] | None = None
 
 
 class RescheduleOutcome(StrEnum):
@@ -146,7 +151,8 @@ class Store:
     # -- api --------------------------------------------------------------------------
 
     async def accept(self, batch: Sequence[NewNotification]) -> list[Accepted]:
-        """Writes a batch of notifications with their deliveries in one transaction."""
+        """Writes a batch of notifications with their deliveries in one transaction, topics
+        expanded to the stored destinations subscribed to them (notifi.store.references)."""
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = {
                 r["id"]
@@ -164,20 +170,14 @@ class Store:
                     [_initial_status(n) for n in batch],
                     [n.created_at for n in batch],
                     [n.expires_at for n in batch],
+                    [n.topic for n in batch],
                 )
             }
             fresh = [n for n in batch if n.id in inserted]
-            rows = [(n, i, d) for n in fresh for i, d in enumerate(n.destinations)]
-            if rows:
-                await conn.execute(
-                    query("insert_deliveries"),
-                    [n.id for n, _, _ in rows],
-                    [i for _, i, _ in rows],
-                    [d["type"] for _, _, d in rows],
-                    [orjson.dumps(d).decode() for _, _, d in rows],
-                    [_initial_status(n) for n, _, _ in rows],
-                    [n.due_at() for n, _, _ in rows],
-                )
+            written: dict[UUID, Written] = {}
+            if fresh:
+                initial = [_initial_status(n) for n in fresh]
+                written = await write_deliveries(conn, fresh, initial)
             replays = [n for n in batch if n.id not in inserted]
             existing = {}
             if replays:
@@ -190,7 +190,11 @@ class Store:
         results = []
         for n in batch:
             if n.id in inserted:
-                results.append(Accepted(AcceptOutcome.CREATED, n.id))
+                w = written.get(n.id)
+                if w is None:
+                    results.append(Accepted(AcceptOutcome.CREATED, n.id))
+                else:
+                    results.append(Accepted(AcceptOutcome.CREATED, n.id, w.status, w.deliveries))
                 continue
             row = existing[(n.client_id, n.idempotency_key)]
             same = row["request_hash"] == n.request_hash

@@ -205,6 +205,8 @@ async def test_stats_on_a_known_data_set(client: TestClient, store: Store) -> No
         "failed": 1,
         "cancelled": 1,
         "expired": 1,
+        "paused": 0,
+        "unmatched": 0,
     }
     assert (
         doc["due_within"] == 3600 and doc["due_soon"] == 1
