@@ -15,6 +15,7 @@ MAX_TOPICS = 50
 MAX_NAME_CHARS = 100
 MAX_DESCRIPTION_CHARS = 500
 MAX_RATE_LIMIT = 10_000
+MIN_RATE_LIMIT = 0.001  # one per ~17 minutes; far smaller ones would not even fit the real column
 # The fields every type has; the rest of a body is the type's own (checked by its schema).
 COMMON_FIELDS = frozenset({"name", "description", "topics", "rate_limit", "enabled"})
 
@@ -54,10 +55,10 @@ def common_fields() -> dict[str, dict[str, Any]]:
         "topics": _topics(),
         "rate_limit": {
             "type": ["number", "null"],
-            "exclusiveMinimum": 0,
+            "minimum": MIN_RATE_LIMIT,
             "maximum": MAX_RATE_LIMIT,
             "description": "Deliveries per second to this destination across every delivery "
-            "process; null: no limit.",
+            f"process, {MIN_RATE_LIMIT} to {MAX_RATE_LIMIT}; null: no limit.",
         },
         "enabled": {
             "type": "boolean",

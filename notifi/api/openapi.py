@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from notifi.api import schemas
+from notifi.api import destination_openapi, schemas
 
 if TYPE_CHECKING:
     from notifi.api.validation import Validator
@@ -84,7 +84,7 @@ _SECURITY_SCHEMES = {
 def _with_auth(doc: dict[str, Any]) -> dict[str, Any]:
     """Every /api operation but the description itself needs a client and may be refused."""
     for path, item in doc["paths"].items():
-        if not path.startswith(("/api/notifications", "/api/stats")):
+        if not path.startswith(("/api/notifications", "/api/stats", "/api/destinations")):
             continue
         for name, operation in item.items():
             if name == "parameters":
@@ -323,6 +323,7 @@ def openapi(validator: Validator) -> dict[str, Any]:
                         },
                     }
                 },
+                **destination_openapi.paths(_problem, _json, _BODY_ERRORS),
                 "/healthz": {
                     "get": {
                         "operationId": "healthz",
@@ -377,6 +378,7 @@ def openapi(validator: Validator) -> dict[str, Any]:
                     },
                     "Problem": schemas.problem(),
                     "Stats": schemas.stats(),
+                    **destination_openapi.components(),
                     "BulkRequest": {
                         **schemas.bulk_request(limits.max_bulk),
                         "properties": {

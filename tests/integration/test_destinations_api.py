@@ -14,10 +14,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import fastjsonschema
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from uuid_utils.compat import uuid7
 
+from notifi.api import destination_schemas
 from notifi.api.app import CONTEXT, build_app
 from notifi.destinations.network import AddressPolicy
 from notifi.store import Store
@@ -141,6 +143,27 @@ async def test_crud_round_trip(api: TestClient, store: Store) -> None:
     assert await row(store, doc["id"]) is None
     r = await api.get(f"/api/destinations/{doc['id']}", headers=ALPHA)
     assert r.status == 404 and r.content_type == "application/problem+json"
+
+
+async def test_answers_match_the_published_schemas(api: TestClient) -> None:
+    check = fastjsonschema.compile(destination_schemas.destination())
+    check_page = fastjsonschema.compile(destination_schemas.destination_page())
+    doc = await create(api, {**HOOK, "name": f"s-{tag()}", "topics": ["a"], "rate_limit": 3})
+    check(doc)
+    r = await api.get(f"/api/destinations/{doc['id']}", headers=ALPHA)
+    check(await r.json())
+    r = await api.get("/api/destinations?limit=3", headers=ALPHA)
+    check_page(await r.json())
+    r = await api.post(f"/api/destinations/{doc['id']}/rotate-secret", headers=ALPHA)
+    fastjsonschema.compile(destination_schemas.rotated())(await r.json())
+    r = await api.get("/api/openapi.json")
+    described = (await r.json())["paths"]
+    assert {p for p in described if p.startswith("/api/destinations")} == {
+        "/api/destinations",
+        "/api/destinations/{id}",
+        "/api/destinations/{id}/rotate-secret",
+        "/api/destinations/{id}/recover",
+    }
 
 
 @pytest.mark.parametrize(
