@@ -17,50 +17,12 @@ ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NO
 RETURNING id;
 
 -- name: insert_deliveries --
--- The deliveries of a batch of new notifications, in one statement. First the listed ones
--- ($1-$8), in request order ($2); one naming a stored destination ($7) is written as that
--- destination is now: paused when it is disabled, left out when it was deleted since the
--- request's lookup (or is not the client's). Then each topic ($9-$13) adds every enabled
--- stored destination of the client subscribed to it or to "*" (destinations_topics) that is
--- not listed already, in id order. Positions count from 0 per notification in that order, so
--- a destination left out leaves no gap. The rows written come back for the answer to show.
-WITH listed AS (
-    SELECT t.notification_id, t.ord, t.kind, t.destination::jsonb AS destination,
-           t.destination_id, t.next_attempt_at,
-           CASE WHEN NOT s.enabled THEN 'paused' ELSE t.status END AS status
-      FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[],
-                  $6::timestamptz[], $7::uuid[], $8::text[])
-           AS t(notification_id, ord, kind, destination, status, next_attempt_at,
-                destination_id, client_id)
-      LEFT JOIN destinations s ON s.id = t.destination_id AND s.client_id = t.client_id
-     WHERE t.destination_id IS NULL OR s.id IS NOT NULL
-), subscribed AS (
-    SELECT t.notification_id, s.kind,
-           jsonb_build_object('type', s.kind, 'destination_id', s.id) AS destination,
-           s.id AS destination_id, t.next_attempt_at, t.status
-      FROM unnest($9::uuid[], $10::text[], $11::text[], $12::text[], $13::timestamptz[])
-           AS t(notification_id, client_id, topic, status, next_attempt_at)
-      JOIN destinations s
-        ON s.client_id = t.client_id AND s.enabled AND s.topics && ARRAY[t.topic, '*']
-     WHERE NOT EXISTS (SELECT 1 FROM listed l
-                        WHERE l.notification_id = t.notification_id
-                          AND l.destination_id = s.id)
-), every AS (
-    SELECT notification_id, 0 AS part, ord, NULL::uuid AS by_id, kind, destination,
-           destination_id, status, next_attempt_at
-      FROM listed
-    UNION ALL
-    SELECT notification_id, 1, 0, destination_id, kind, destination, destination_id, status,
-           next_attempt_at
-      FROM subscribed
-)
-INSERT INTO deliveries (notification_id, position, kind, destination, status, next_attempt_at,
-                        destination_id)
-SELECT notification_id,
-       (row_number() OVER (PARTITION BY notification_id ORDER BY part, ord, by_id) - 1)::smallint,
-       kind, destination, status, next_attempt_at, destination_id
-  FROM every
-RETURNING notification_id, position, kind, destination, status, next_attempt_at;
+-- A batch in which nothing refers to a stored destination or a topic: written as requested
+-- (references.sql's insert_deliveries_expanded writes the others).
+INSERT INTO deliveries (notification_id, position, kind, destination, status, next_attempt_at)
+SELECT t.notification_id, t.position, t.kind, t.destination::jsonb, t.status, t.next_attempt_at
+  FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+       AS t(notification_id, position, kind, destination, status, next_attempt_at);
 
 -- name: find_idempotent --
 SELECT n.client_id, n.idempotency_key, n.id, n.request_hash

@@ -1,117 +1,43 @@
-"""Notifications that refer to stored destinations (by id, by name) and to topics, on the real
-Postgres through the in-process API: the references checked in one lookup, the topic expanded
-in the accept's transaction, each destination once, disabled ones paused, nothing matched is
-unmatched, and bad references answered 422 with nothing written.
-
-Stored destinations are inserted with SQL (the destinations API is another module's). The
-`destinations` table is not emptied between tests, so every test makes clients of its own."""
+"""Notifications to topics, on the real Postgres through the in-process API: the topic expanded
+in the accept's transaction to every enabled subscriber (or "*"), each once and after the
+listed destinations, disabled ones paused when listed and skipped by the topic, nothing
+matched is unmatched (and retention treats it as finished), bad topic names are 422, and a
+replay writes nothing. References by id and name: test_destination_references.py."""
 
 from __future__ import annotations
 
-import hashlib
-import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
-from uuid_utils.compat import uuid7
+from aiohttp.test_utils import TestClient
 
-from notifi.api.app import ApiContext, build_app
-from notifi.api.limits import Limits
-from notifi.api.validation import Validator
-from notifi.auth import TokenAuth
-from notifi.store import AcceptOutcome, Store, references
+from notifi.store import Store
+from notifi.store.destinations import Destinations, Fields
 from notifi.store.retention import RetentionPolicy, RetentionStore
-from tests.support.api import accepting, creds
+from tests.support.api import creds
+from tests.support.stored_destinations import (
+    client_ids,
+    deliveries,
+    notifications_of,
+    post,
+    stored,
+    topic_api,
+)
 
 pytestmark = pytest.mark.timeout(60)
-
-CONFIGURED = {
-    "ops": {"type": "webhook", "url": "https://ops.example.com/hook"},
-    "shared": {"type": "slack", "url": "https://hooks.slack.com/services/T/B/x"},
-}
 
 
 @pytest.fixture
 def names() -> list[str]:
-    """Two client ids of this test's own (another's stored destinations never match)."""
-    tag = uuid.uuid4().hex[:8]
-    return [f"topics-{tag}-a", f"topics-{tag}-b"]
+    return client_ids()
 
 
 @pytest.fixture
 async def api(store: Store, names: list[str]) -> AsyncIterator[TestClient]:
-    """The API in process with this test's clients (the second an admin) and two configured
-    named destinations."""
-
-    async def ready() -> dict[str, bool]:
-        return {"postgres": True}
-
-    clients = [
-        {"id": c, "secret_sha256": hashlib.sha256(f"{c}-secret".encode()).hexdigest()}
-        for c in names
-    ]
-    clients[1]["admin"] = True
-    async with accepting(store) as submit:
-        ctx = ApiContext(
-            store=store,
-            validator=Validator(Limits(5, 50, 500, 500, max_bulk=10), CONFIGURED, 1024),
-            submit=submit,
-            ready=ready,
-            default_page_size=50,
-            max_page_size=200,
-            auth=TokenAuth(clients),
-        )
-        async with TestClient(TestServer(build_app(ctx))) as client:
-            yield client
-
-
-async def stored(
-    store: Store,
-    client_id: str,
-    *,
-    topics: Sequence[str] = (),
-    name: str | None = None,
-    kind: str = "webhook",
-    enabled: bool = True,
-) -> UUID:
-    """A stored destination, written as the destinations API would (its fields in config)."""
-    destination_id = UUID(str(uuid7()))
-    config = {"url": f"https://{destination_id}.example.com/hook"}
-    await store.pool.execute(
-        "INSERT INTO destinations (id, client_id, name, kind, config, topics, enabled) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        destination_id,
-        client_id,
-        name,
-        kind,
-        config,
-        list(topics),
-        enabled,
-    )
-    return destination_id
-
-
-async def deliveries(store: Store, notification_id: str | UUID) -> list[dict[str, Any]]:
-    rows = await store.pool.fetch(
-        "SELECT position, kind, destination, destination_id, status FROM deliveries "
-        "WHERE notification_id = $1 ORDER BY position",
-        UUID(str(notification_id)),
-    )
-    return [dict(r) for r in rows]
-
-
-async def notifications_of(store: Store, client_id: str) -> int:
-    return await store.pool.fetchval(
-        "SELECT count(*) FROM notifications WHERE client_id = $1", client_id
-    )
-
-
-def post(api: TestClient, client_id: str, body: dict, **headers: str) -> Any:
-    return api.post("/api/notifications", json=body, headers={**creds(client_id), **headers})
+    async with topic_api(store, names) as client:
+        yield client
 
 
 async def test_topic_reaches_each_subscribed_destination_once(
@@ -198,98 +124,6 @@ async def test_disabled_destinations_are_paused_when_listed_and_skipped_by_topic
     assert [row["status"] for row in await deliveries(store, nid)] == ["cancelled"]
 
 
-@pytest.mark.parametrize(
-    ("reference", "pointer"),
-    [
-        (lambda other, _: {"destination_id": str(other)}, "/destinations/1/destination_id"),
-        (lambda _, unknown: {"destination_id": str(unknown)}, "/destinations/1/destination_id"),
-        (lambda *_: {"destination_id": "not-a-uuid"}, "/destinations/1/destination_id"),
-        (lambda *_: {"destination_id": 7}, "/destinations/1/destination_id"),
-        (lambda *_: {"destination_id": str(uuid.uuid4()), "x": 1}, "/destinations/1/x"),
-        (lambda *_: {"name": "nobody"}, "/destinations/1/name"),
-        (lambda *_: {"name": "theirs"}, "/destinations/1/name"),
-    ],
-)
-async def test_bad_references_are_422_and_write_nothing(
-    api: TestClient,
-    store: Store,
-    names: list[str],
-    reference: Callable[[UUID, UUID], dict],
-    pointer: str,
-) -> None:
-    me, other = names
-    mine = await stored(store, me)
-    theirs = await stored(store, other, name="theirs", topics=["*"])
-    body = {
-        "body": "b",
-        "topic": "deploys",
-        "destinations": [{"destination_id": str(mine)}, reference(theirs, uuid.uuid4())],
-    }
-    r = await post(api, me, body)
-    assert r.status == 422, await r.text()
-    problem = await r.json()
-    assert problem["errors"][0]["pointer"] == pointer, problem
-    assert await notifications_of(store, me) == 0
-
-
-async def test_an_admin_refers_only_to_its_own_stored_destinations(
-    api: TestClient, store: Store, names: list[str]
-) -> None:
-    client, admin = names
-    theirs = await stored(store, client)
-    own = await stored(store, admin)
-    r = await post(api, admin, {"body": "b", "destinations": [{"destination_id": str(theirs)}]})
-    assert r.status == 422
-    r = await post(api, admin, {"body": "b", "destinations": [{"destination_id": str(own)}]})
-    assert r.status == 202, await r.text()
-
-
-async def test_names_are_the_clients_stored_ones_first_then_the_configured_ones(
-    api: TestClient, store: Store, names: list[str]
-) -> None:
-    me, other = names
-    mine = await stored(store, me, name="ops", kind="discord")
-    await stored(store, other, name="shared")  # another client's name does not shadow
-    body = {"body": "b", "destinations": [{"name": "ops"}, {"name": "shared"}]}
-    r = await post(api, me, body)
-    assert r.status == 202, await r.text()
-    doc = await r.json()
-    rows = await deliveries(store, doc["id"])
-    assert rows[0]["destination_id"] == mine
-    assert rows[0]["destination"] == {"type": "discord", "destination_id": str(mine)}
-    assert rows[0]["kind"] == "discord"
-    assert rows[1]["destination_id"] is None
-    assert rows[1]["destination"] == {**CONFIGURED["shared"], "name": "shared"}
-    assert [(d["type"], d.get("destination_id"), d.get("name")) for d in doc["destinations"]] == [
-        ("discord", str(mine), None),
-        ("slack", None, "shared"),
-    ]
-    # The other client has no stored "ops": it gets the configured one.
-    r = await post(api, other, {"body": "b", "destinations": [{"name": "ops"}]})
-    assert r.status == 202
-    rows = await deliveries(store, (await r.json())["id"])
-    assert rows[0]["destination"] == {**CONFIGURED["ops"], "name": "ops"}
-
-
-async def test_same_stored_destination_by_id_and_name_gets_one_delivery(
-    api: TestClient, store: Store, names: list[str]
-) -> None:
-    me = names[0]
-    mine = await stored(store, me, name="pager")
-    body = {
-        "body": "b",
-        "destinations": [
-            {"name": "pager"},
-            {"type": "webhook", "url": "https://example.com/h"},
-            {"destination_id": str(mine)},
-        ],
-    }
-    r = await post(api, me, body)
-    assert r.status == 202, await r.text()
-    rows = await deliveries(store, (await r.json())["id"])
-    assert [(row["position"], row["destination_id"]) for row in rows] == [(0, mine), (1, None)]
-
-
 async def test_a_topic_nobody_subscribes_to_is_accepted_unmatched(
     api: TestClient, store: Store, names: list[str]
 ) -> None:
@@ -345,59 +179,6 @@ async def test_topic_names_at_the_edges_are_accepted(
         assert r.status == 202, await r.text()
 
 
-async def test_bulk_takes_references_and_topics_with_one_lookup(
-    api: TestClient, store: Store, names: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    me, other = names
-    mine = await stored(store, me, name="pager")
-    subscribed = await stored(store, me, topics=["deploys"])
-    theirs = await stored(store, other)
-    lookups: list[tuple[set, set]] = []
-    real_find = references.find
-
-    async def counting_find(pool, client_id, ids, names):  # type: ignore[no-untyped-def]
-        lookups.append((set(ids), set(names)))
-        return await real_find(pool, client_id, ids, names)
-
-    monkeypatch.setattr(references, "find", counting_find)
-    items = [
-        {"body": "0", "destinations": [{"destination_id": str(mine)}]},
-        {"body": "1", "topic": "deploys", "destinations": [{"name": "pager"}]},
-        {"body": "2", "destinations": [{"type": "webhook", "url": "https://e.com/h"}]},
-        {"body": "3", "destinations": [{"name": "ops"}, {"destination_id": str(theirs)}]},
-        {"body": "4", "topic": "Bad"},
-        {"body": "5", "topic": "nobody"},
-    ]
-    r = await api.post("/api/notifications/bulk", json={"notifications": items}, headers=creds(me))
-    assert r.status == 200, await r.text()
-    doc = await r.json()
-    assert lookups == [({mine, theirs}, {"pager", "ops"})]
-    assert [i["status"] for i in doc["items"]] == [202, 202, 202, 422, 422, 202]
-    assert doc["items"][3]["problem"]["errors"][0]["pointer"] == (
-        "/notifications/3/destinations/1/destination_id"
-    )
-    assert doc["items"][4]["problem"]["errors"][0]["pointer"] == "/notifications/4/topic"
-    ids = [i.get("id") for i in doc["items"]]
-    assert [r["destination_id"] for r in await deliveries(store, ids[0])] == [mine]
-    assert [r["destination_id"] for r in await deliveries(store, ids[1])] == [mine, subscribed]
-    assert [r["destination_id"] for r in await deliveries(store, ids[2])] == [None]
-    assert await deliveries(store, ids[5]) == []
-    statuses = dict(
-        await store.pool.fetch(
-            "SELECT id::text, status FROM notifications WHERE id = ANY ($1::uuid[])",
-            [UUID(i) for i in ids if i],
-        )
-    )
-    assert [statuses[i] for i in ids if i] == ["pending", "pending", "pending", "unmatched"]
-    assert await notifications_of(store, me) == 4
-
-    # Nothing refers to a stored destination: nothing to look up (find makes no query then).
-    lookups.clear()
-    plain = {"notifications": [items[2]]}
-    r = await api.post("/api/notifications/bulk", json=plain, headers=creds(me))
-    assert r.status == 200 and lookups == [(set(), set())]
-
-
 async def test_idempotent_replay_with_a_topic_writes_nothing_more(
     api: TestClient, store: Store, names: list[str]
 ) -> None:
@@ -418,37 +199,6 @@ async def test_idempotent_replay_with_a_topic_writes_nothing_more(
     other_topic = await post(api, me, {**body, "topic": "builds"}, **{"Idempotency-Key": "k1"})
     assert other_topic.status == 409
     assert await notifications_of(store, me) == 1
-
-
-async def test_a_destination_deleted_after_the_lookup_is_left_out_without_a_gap(
-    store: Store, names: list[str]
-) -> None:
-    me = names[0]
-    gone = await stored(store, me)
-    kept = await stored(store, me)
-    subscribed = await stored(store, me, topics=["deploys"])
-    validator = Validator(Limits(5, 50, 500, 500), {}, 16)
-    found = await references.find(store.pool, me, [gone, kept], [])
-    body = {
-        "body": "b",
-        "topic": "deploys",
-        "destinations": [{"destination_id": str(gone)}, {"destination_id": str(kept)}],
-    }
-    n = validator.notification(body, me, None, stored=found)
-    await store.pool.execute("DELETE FROM destinations WHERE id = $1", gone)
-    (result,) = await store.accept([n])
-    assert result.outcome is AcceptOutcome.CREATED
-    rows = await deliveries(store, n.id)
-    assert [(r["position"], r["destination_id"]) for r in rows] == [(0, kept), (1, subscribed)]
-    assert [d["position"] for d in result.deliveries or ()] == [0, 1]
-
-    # Every reference gone and no subscriber: unmatched.
-    await store.pool.execute("DELETE FROM destinations WHERE id = ANY ($1::uuid[])", [kept])
-    n = validator.notification({**body, "topic": "nobody"}, me, None, stored=found)
-    (result,) = await store.accept([n])
-    assert (result.status, result.deliveries) == ("unmatched", ())
-    status = await store.pool.fetchval("SELECT status FROM notifications WHERE id = $1", n.id)
-    assert status == "unmatched"
 
 
 async def test_retention_removes_unmatched_like_delivered_and_keeps_paused(
@@ -478,3 +228,24 @@ async def test_retention_removes_unmatched_like_delivered_and_keeps_paused(
         [UUID(unmatched), UUID(paused)],
     )
     assert [r["id"] for r in left] == [paused]
+
+
+async def test_enabling_the_destination_resumes_a_paused_delivery(
+    api: TestClient, store: Store, names: list[str]
+) -> None:
+    """Across the two halves: the accept pauses, the destinations store's enable resumes."""
+    me = names[0]
+    off = await stored(store, me, enabled=False)
+    r = await post(api, me, {"body": "b", "destinations": [{"destination_id": str(off)}]})
+    nid = UUID((await r.json())["id"])
+
+    def enabled(row: dict) -> Fields:
+        return Fields(
+            row["name"], row["description"], row["config"], row["topics"], row["rate_limit"], True
+        )
+
+    assert await Destinations(store.pool).update(off, me, enabled) is not None
+    assert [d["status"] for d in await deliveries(store, nid)] == ["pending"]
+    assert await store.pool.fetchval("SELECT count(*) FROM outbox WHERE notification_id = $1", nid)
+    doc = await (await api.get(f"/api/notifications/{nid}", headers=creds(me))).json()
+    assert doc["status"] == "pending"

@@ -36,6 +36,7 @@ def test_referenced_collects_every_id_and_name_and_skips_what_is_malformed() -> 
         {"destinations": [{"destination_id": str(a)}, {"name": "ops"}, {"type": "webhook"}]},
         {"destinations": [{"destination_id": str(b)}, {"destination_id": "nope"}, "x", 5]},
         {"destinations": [{"name": ""}, {"name": "n" * 101}, {"name": 3}, {"destination_id": 1}]},
+        {"destinations": [{"name": "nul\x00"}]},
         {"destinations": "not a list"},
         {"topic": "deploys"},
         ["not", "an", "object"],
