@@ -24,7 +24,7 @@ from notifi.api import reschedule, resources, stats
 from notifi.api.body import decode_json, expect_within, read_body
 from notifi.api.console import add_console_routes
 from notifi.api.dates import EXAMPLE, parse_rfc3339
-from notifi.api.destinations import add_destination_routes
+from notifi.api.destinations import Readers, add_destination_routes
 from notifi.api.health import add_health_routes
 from notifi.api.openapi import openapi
 from notifi.api.responses import json_response, problem_response
@@ -448,7 +448,8 @@ def build_app(ctx: ApiContext, max_bulk_body_bytes: int = 4 << 20) -> web.Applic
     app.router.add_post("/api/notifications/{id}/retry", retry_notification)
     app.router.add_patch("/api/notifications/{id}", reschedule_notification)
     app.router.add_get("/api/stats", get_stats, allow_head=False)
-    add_destination_routes(app, ctx)  # /api/destinations (stored destinations)
+    readers = Readers(_client, _int_param, _bool_param, _cursor_param, encode_cursor, MAX_OFFSET)
+    add_destination_routes(app, ctx, readers)  # /api/destinations (stored destinations)
     app.router.add_get("/api/openapi.json", openapi_document, allow_head=False)
     add_health_routes(app, ctx.ready)
     add_console_routes(app, ctx)  # the web console at /console

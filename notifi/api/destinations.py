@@ -7,6 +7,7 @@ Named destinations from settings.toml are not part of this resource."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -53,24 +54,30 @@ class DuplicateName(Conflict):
 
 
 @dataclass(frozen=True, slots=True)
+class Readers:
+    """app.py's readers of the caller and of the list parameters, handed over by build_app (so
+    this module never imports app.py, which imports it), and so both lists page alike."""
+
+    client: Callable[[web.Request], Client]
+    int_param: Callable[[web.Request, str, int, int, int], int]
+    bool_param: Callable[[web.Request, str], bool]
+    cursor_param: Callable[[web.Request], UUID | None]
+    encode_cursor: Callable[[UUID], str]
+    max_offset: int
+
+
+@dataclass(frozen=True, slots=True)
 class DestinationsApi:
     ctx: ApiContext
     store: Destinations
+    read: Readers
 
 
 DESTINATIONS = web.AppKey("destinations", DestinationsApi)
 
 
-def _app() -> Any:
-    """app.py, for the request keys and the paging helpers the notifications list uses (one
-    way to page): imported when a request runs, since app.py imports this module."""
-    from notifi.api import app
-
-    return app
-
-
 def _client(request: web.Request) -> Client:
-    return request[_app().CLIENT]
+    return request.app[DESTINATIONS].read.client(request)
 
 
 def _id(request: web.Request) -> UUID:
@@ -146,13 +153,14 @@ def _topic_param(request: web.Request) -> str | None:
 
 async def list_destinations(request: web.Request) -> web.Response:
     """Paged as GET /api/notifications: limit, offset or cursor; `next` and `next_cursor`."""
-    api, app = request.app[DESTINATIONS], _app()
+    api = request.app[DESTINATIONS]
+    read = api.read
     unknown = sorted(set(request.query) - LIST_PARAMS)
     if unknown:
         raise InvalidParameter(f"unknown query parameter {unknown[0]!r}", pointer=unknown[0])
-    limit = app._int_param(request, "limit", api.ctx.default_page_size, 1, api.ctx.max_page_size)
-    offset = app._int_param(request, "offset", 0, 0, app.MAX_OFFSET)
-    cursor = app._cursor_param(request)
+    limit = read.int_param(request, "limit", api.ctx.default_page_size, 1, api.ctx.max_page_size)
+    offset = read.int_param(request, "offset", 0, 0, read.max_offset)
+    cursor = read.cursor_param(request)
     if cursor is not None and "offset" in request.query:
         raise InvalidParameter("give cursor or offset, not both", pointer="offset")
     rows = await api.store.list(
@@ -165,10 +173,10 @@ async def list_destinations(request: web.Request) -> web.Response:
     )
     following = next_cursor = None
     if len(rows) == limit:
-        next_cursor = app.encode_cursor(rows[-1]["id"])
+        next_cursor = read.encode_cursor(rows[-1]["id"])
         if cursor is not None:
             following = str(request.rel_url.update_query(cursor=next_cursor, limit=limit))
-        elif offset + limit <= app.MAX_OFFSET:
+        elif offset + limit <= read.max_offset:
             following = str(request.rel_url.update_query(offset=offset + limit, limit=limit))
     return json_response(
         {
@@ -238,7 +246,7 @@ async def recover(request: web.Request) -> web.Response:
     unknown = sorted(set(request.query) - RECOVER_PARAMS)
     if unknown:
         raise InvalidParameter(f"unknown query parameter {unknown[0]!r}", pointer=unknown[0])
-    dry_run = _app()._bool_param(request, "dry_run")
+    dry_run = api.read.bool_param(request, "dry_run")
     since, until = dreq.recover_window(await _body(request), datetime.now(UTC))
     count = await api.store.recover(
         destination_id, _client(request).sees, since, until, dry_run=dry_run
@@ -248,9 +256,9 @@ async def recover(request: web.Request) -> web.Response:
     return json_response({"count": count}, 202)
 
 
-def add_destination_routes(app: web.Application, ctx: ApiContext) -> None:
+def add_destination_routes(app: web.Application, ctx: ApiContext, read: Readers) -> None:
     """The routes, over a `Destinations` on the store's pool."""
-    app[DESTINATIONS] = DestinationsApi(ctx, Destinations(ctx.store.pool))
+    app[DESTINATIONS] = DestinationsApi(ctx, Destinations(ctx.store.pool), read)
     expect = expect_within(ctx.max_body_bytes)
     app.router.add_post(PATH, create_destination, expect_handler=expect)
     app.router.add_get(PATH, list_destinations, allow_head=False)
