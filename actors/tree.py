@@ -22,6 +22,7 @@ from notifi.auth import authenticator
 from notifi.destinations.base import Sender
 from notifi.destinations.chat import PAYLOADS, ChatSender
 from notifi.destinations.email import EmailSender
+from notifi.destinations.network import AddressPolicy
 from notifi.destinations.webhook import WebhookSender
 from notifi.hosts import HostGate
 from notifi.partitions import split
@@ -264,6 +265,9 @@ def _api(process: Process, ready: Ready, probes: list[Probe]) -> list[ChildSpec]
         max_body_bytes=s.api.max_body_bytes,
         body_timeout_s=s.api.body_timeout,
         metric_clients=frozenset(c["id"] for c in s.auth.clients) | {"anonymous"},
+        # Stored destinations meet the sender's address policy when they are created.
+        address_policy=AddressPolicy(s.delivery.allowed_networks),
+        rotation_overlap_s=s.delivery.rotation_overlap,
     )
     return [
         ChildSpec(

@@ -3,6 +3,7 @@ reaches its actor is a setting that does nothing)."""
 
 from __future__ import annotations
 
+from ipaddress import ip_address
 from types import SimpleNamespace
 
 from actors.http import HttpServer
@@ -44,6 +45,8 @@ def test_api_settings_reach_the_server_and_the_validator() -> None:
         "NOTIFI_API__MAX_DATA_DEPTH": "7",
         "NOTIFI_API__BODY_TIMEOUT": "3.5",
         "NOTIFI_API__HEADER_TIMEOUT": "2.5",
+        "NOTIFI_DELIVERY__ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+        "NOTIFI_DELIVERY__ROTATION_OVERLAP": "600",
     }
     specs = {spec.id: spec for spec in children(_process({"api"}, env), _ready)}
     server = specs["api"].factory()
@@ -52,6 +55,9 @@ def test_api_settings_reach_the_server_and_the_validator() -> None:
     ctx = server._make_app()[CONTEXT]
     assert ctx.body_timeout_s == 3.5
     assert ctx.validator.limits.max_data_depth == 7
+    # Stored destinations: the address policy at create, the overlap of a rotation.
+    assert ctx.rotation_overlap_s == 600
+    assert ctx.address_policy.is_allowed(ip_address("127.0.0.1"))
 
 
 def test_the_metrics_server_of_other_roles_has_the_header_timeout() -> None:
