@@ -118,6 +118,9 @@ async def problems(request: web.Request, handler: Callable) -> web.StreamRespons
         response = await handler(request)
     except Problem as problem:
         response = problem_response(problem)
+    except POSTGRES_AWAY:  # on any route: the system of record is briefly away, not a bug
+        away = Unavailable("The database is unreachable; try again.", headers={"Retry-After": "1"})
+        response = problem_response(away)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
