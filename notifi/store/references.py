@@ -124,26 +124,21 @@ async def write_deliveries(
     that `refers` (the others are written as their request says)."""
     pairs = list(zip(fresh, initial, strict=True))
     rows = [(n, s, i, d) for n, s in pairs for i, d in enumerate(n.destinations)]
-    if not any(refers(n) for n in fresh):  # the common case, written as before topics
-        await conn.execute(
-            query("insert_deliveries"),
-            [n.id for n, _, _, _ in rows],
-            [i for _, _, i, _ in rows],
-            [d["type"] for _, _, _, d in rows],
-            [orjson.dumps(d).decode() for _, _, _, d in rows],
-            [s for _, s, _, _ in rows],
-            [n.due_at() for n, _, _, _ in rows],
-        )
-        return {}
-    topical = [(n, s) for n, s in pairs if n.topic is not None]
-    written = await conn.fetch(
-        query("insert_deliveries_expanded"),
+    listed = (
         [n.id for n, _, _, _ in rows],
         [i for _, _, i, _ in rows],
         [d["type"] for _, _, _, d in rows],
         [orjson.dumps(d).decode() for _, _, _, d in rows],
         [s for _, s, _, _ in rows],
         [n.due_at() for n, _, _, _ in rows],
+    )
+    if not any(refers(n) for n in fresh):  # the common case, written as before topics
+        await conn.execute(query("insert_deliveries"), *listed)
+        return {}
+    topical = [(n, s) for n, s in pairs if n.topic is not None]
+    written = await conn.fetch(
+        query("insert_deliveries_expanded"),
+        *listed,
         [_destination_id(d) for _, _, _, d in rows],
         [n.client_id for n, _, _, _ in rows],
         [n.id for n, _ in topical],

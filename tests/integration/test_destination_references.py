@@ -17,6 +17,7 @@ from notifi.api.limits import Limits
 from notifi.api.validation import Validator
 from notifi.store import AcceptOutcome, Store, references
 from tests.support.api import creds
+from tests.support.proxy import CuttableProxy
 from tests.support.stored_destinations import (
     CONFIGURED,
     client_ids,
@@ -216,3 +217,26 @@ async def test_a_destination_deleted_after_the_lookup_is_left_out_without_a_gap(
     assert (result.status, result.deliveries) == ("unmatched", ())
     status = await store.pool.fetchval("SELECT status FROM notifications WHERE id = $1", n.id)
     assert status == "unmatched"
+
+
+async def test_the_lookup_answers_503_while_postgres_is_away(
+    store: Store, dsn: str, names: list[str]
+) -> None:
+    me = names[0]
+    mine = await stored(store, me)
+    proxy = await CuttableProxy("127.0.0.1", 5432).start()
+    proxied = await Store.open(
+        dsn.replace(":5432/", f":{proxy.port}/"), min_size=1, max_size=2, command_timeout=2
+    )
+    try:
+        async with topic_api(proxied, names) as api:
+            proxy.cut()
+            body = {"body": "b", "destinations": [{"destination_id": str(mine)}]}
+            r = await post(api, me, body)
+            assert r.status == 503, await r.text()
+            assert r.headers["Retry-After"] == "1"
+    finally:
+        proxy.restore()
+        await proxied.close()
+        await proxy.stop()
+    assert await notifications_of(store, me) == 0
