@@ -195,14 +195,10 @@ async def _stored_destinations(
     ctx: ApiContext, client: Client, bodies: list[Any]
 ) -> references.StoredDestinations:
     """The client's own stored destinations that the bodies refer to (by id or name): one
-    query for a whole request or bulk, none when nothing refers to one."""
+    query for a whole request or bulk, none when nothing refers to one (Postgres away is the
+    `problems` middleware's 503)."""
     ids, names = references.referenced(bodies, ctx.validator.limits.max_destinations)
-    try:
-        return await references.find(ctx.store.pool, client.id, ids, names)
-    except POSTGRES_AWAY:
-        raise Unavailable(
-            "The database is unreachable; try again.", headers={"Retry-After": "1"}
-        ) from None
+    return await references.find(ctx.store.pool, client.id, ids, names)
 
 
 async def create_notification(request: web.Request) -> web.Response:
