@@ -13,7 +13,9 @@ from uuid import UUID
 import pytest
 from aiohttp.test_utils import TestClient
 
-from notifi.store import Store
+from notifi.api.limits import Limits
+from notifi.api.validation import Validator
+from notifi.store import AcceptOutcome, Store
 from notifi.store.destinations import Destinations, Fields
 from notifi.store.retention import RetentionPolicy, RetentionStore
 from tests.support.api import creds
@@ -249,3 +251,46 @@ async def test_enabling_the_destination_resumes_a_paused_delivery(
     assert await store.pool.fetchval("SELECT count(*) FROM outbox WHERE notification_id = $1", nid)
     doc = await (await api.get(f"/api/notifications/{nid}", headers=creds(me))).json()
     assert doc["status"] == "pending"
+
+
+async def test_one_accept_batch_expands_each_topic_for_its_own_client(
+    store: Store, names: list[str]
+) -> None:
+    """The accept writer batches many requests into one statement: each notification gets its
+    own client's subscribers, whatever else shares the batch (inline-only ones included)."""
+    a, b = names
+    a_deploys = await stored(store, a, topics=["deploys"])
+    a_all = await stored(store, a, topics=["*"])
+    b_deploys = await stored(store, b, topics=["deploys"])
+    validator = Validator(Limits(5, 50, 500, 500), {}, 16)
+    inline = {"type": "webhook", "url": "https://example.com/h"}
+    batch = [
+        validator.notification({"body": "1", "topic": "deploys"}, a, None),
+        validator.notification({"body": "2", "topic": "deploys"}, b, None),
+        validator.notification({"body": "3", "destinations": [inline]}, a, None),
+        validator.notification({"body": "4", "topic": "builds", "destinations": [inline]}, a, None),
+        validator.notification({"body": "5", "topic": "builds"}, b, None),
+    ]
+    results = await store.accept(batch)
+    assert [r.outcome for r in results] == [AcceptOutcome.CREATED] * 5
+    got = [[d["destination_id"] for d in await deliveries(store, n.id)] for n in batch]
+    assert got == [sorted([a_deploys, a_all]), [b_deploys], [None], [None, a_all], []]
+    assert [r.status for r in results] == ["pending", "pending", None, "pending", "unmatched"]
+
+
+async def test_the_description_publishes_topics_and_references(
+    api: TestClient,
+) -> None:
+    doc = await (await api.get("/api/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    request = schemas["NotificationRequest"]
+    assert request["properties"]["topic"]["pattern"] == "^[a-z0-9._-]{1,64}$"
+    assert request["required"] == ["body"]
+    items = request["properties"]["destinations"]["items"]["oneOf"]
+    assert {"$ref": "#/components/schemas/StoredDestinationReference"} in items
+    assert schemas["StoredDestinationReference"]["required"] == ["destination_id"]
+    shown = schemas["Notification"]["properties"]
+    assert "topic" in shown
+    assert {"paused", "unmatched"} <= set(shown["status"]["enum"])
+    assert "destination_id" in shown["destinations"]["items"]["properties"]
+    assert "paused" in shown["destinations"]["items"]["properties"]["status"]["enum"]
