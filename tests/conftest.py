@@ -50,7 +50,8 @@ async def store(dsn: str) -> AsyncIterator[Store]:
     async with s.pool.acquire() as conn:
         await migrate(conn)
         await conn.execute(
-            "TRUNCATE notifications, deliveries, delivery_attempts, outbox RESTART IDENTITY"
+            "TRUNCATE notifications, deliveries, delivery_attempts, outbox, destinations"
+            " RESTART IDENTITY"
         )
     yield s
     await s.close()

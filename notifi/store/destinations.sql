@@ -80,33 +80,38 @@ UPDATE destinations
 RETURNING *;
 
 -- name: resume_destination --
--- Its paused deliveries become pending with an outbox row due now, oldest first: due times a
--- microsecond apart in notification (creation) order, so the poller takes them in that order.
--- A paused delivery of a deleted notification is cancelled instead, never sent.
+-- Its paused deliveries go back to work through the outbox, oldest first: due times a
+-- microsecond apart in notification (creation) order, so the poller takes them in that order,
+-- and never before the notification's schedule (one paused at accept may be enabled before
+-- its time). A paused delivery of a deleted notification is cancelled instead, never sent.
 WITH paused AS (
     SELECT d.notification_id, d.position, d.attempts, n.partition_key,
-           n.deleted_at IS NOT NULL AS deleted
+           n.deleted_at IS NOT NULL AS deleted,
+           greatest(now(), coalesce(n.scheduled_at, now())) AS due_at
       FROM deliveries d
       JOIN notifications n ON n.id = d.notification_id
      WHERE d.destination_id = $1 AND d.status = 'paused'
 ), changed AS (
     UPDATE deliveries d
-       SET status = CASE WHEN p.deleted THEN 'cancelled' ELSE 'pending' END,
-           next_attempt_at = now(), claimed_until = NULL, updated_at = now()
+       SET status = CASE WHEN p.deleted THEN 'cancelled'
+                         WHEN d.attempts > 0 THEN 'delivering'
+                         WHEN p.due_at > now() THEN 'scheduled'
+                         ELSE 'pending' END,
+           next_attempt_at = p.due_at, claimed_until = NULL, updated_at = now()
       FROM paused p
      WHERE d.notification_id = p.notification_id AND d.position = p.position
        AND d.status = 'paused'
- RETURNING d.notification_id, d.position, d.attempts, p.partition_key, d.status
+ RETURNING d.notification_id, d.position, d.attempts, p.partition_key, p.due_at, d.status
 ), queued AS (
     INSERT INTO outbox (notification_id, position, attempt, due_at, partition_key)
     SELECT notification_id, position, attempts + 1,
-           now() + row_number() OVER (ORDER BY notification_id, position)
-                   * interval '1 microsecond',
+           due_at + row_number() OVER (ORDER BY notification_id, position)
+                    * interval '1 microsecond',
            partition_key
       FROM changed
-     WHERE status = 'pending'
+     WHERE status <> 'cancelled'
 )
-SELECT count(*) FILTER (WHERE status = 'pending') AS resumed,
+SELECT count(*) FILTER (WHERE status <> 'cancelled') AS resumed,
        coalesce(array_agg(DISTINCT notification_id), '{}') AS touched
   FROM changed;
 

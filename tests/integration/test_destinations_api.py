@@ -397,12 +397,18 @@ async def test_disable_then_enable_resumes_paused_oldest_first(
     assert r.status == 200 and on["enabled"] is True
     assert on["disabled_reason"] is None and on["disabled_at"] is None
     assert (await row(store, doc["id"]))["failing_since"] is None
-    for nid in ids:
-        assert await statuses(store, nid) == ["pending"]
+    # Never attempted: pending again; attempted before the pause: delivering (a retry).
+    assert [await statuses(store, nid) for nid in ids] == [
+        ["pending"],
+        ["delivering"],
+        ["delivering"],
+    ]
     assert await statuses(store, deleted) == ["cancelled"]
     assert await statuses(store, theirs) == ["paused"]
     queued = await store.pool.fetch(
-        "SELECT notification_id, attempt, partition_key FROM outbox ORDER BY due_at"
+        "SELECT notification_id, attempt, partition_key FROM outbox"
+        " WHERE notification_id = ANY($1::uuid[]) ORDER BY due_at",
+        [*ids, deleted, theirs],
     )
     assert [q["notification_id"] for q in queued] == ids  # oldest first
     assert [q["attempt"] for q in queued] == [1, 2, 3] and {q["partition_key"] for q in queued} == {

@@ -18,7 +18,7 @@ from notifi.api.validation import Validator
 from notifi.store import AcceptOutcome, Store
 from notifi.store.destinations import Destinations, Fields
 from notifi.store.retention import RetentionPolicy, RetentionStore
-from tests.support.api import creds
+from tests.support.api import ahead, creds, iso
 from tests.support.stored_destinations import (
     client_ids,
     deliveries,
@@ -251,6 +251,28 @@ async def test_enabling_the_destination_resumes_a_paused_delivery(
     assert await store.pool.fetchval("SELECT count(*) FROM outbox WHERE notification_id = $1", nid)
     doc = await (await api.get(f"/api/notifications/{nid}", headers=creds(me))).json()
     assert doc["status"] == "pending"
+
+
+async def test_enabling_before_the_schedule_resumes_for_the_scheduled_time(
+    api: TestClient, store: Store, names: list[str]
+) -> None:
+    """A delivery paused at accept for a notification due later is not sent early when its
+    destination is enabled before that time: its outbox row is due at the schedule."""
+    me = names[0]
+    off = await stored(store, me, enabled=False)
+    when = ahead(3600)
+    body = {"body": "b", "scheduled_at": iso(when), "destinations": [{"destination_id": str(off)}]}
+    nid = UUID((await (await post(api, me, body)).json())["id"])
+
+    def enabled(row: dict) -> Fields:
+        return Fields(
+            row["name"], row["description"], row["config"], row["topics"], row["rate_limit"], True
+        )
+
+    assert await Destinations(store.pool).update(off, me, enabled) is not None
+    assert [d["status"] for d in await deliveries(store, nid)] == ["scheduled"]
+    due = await store.pool.fetchval("SELECT due_at FROM outbox WHERE notification_id = $1", nid)
+    assert due >= when
 
 
 async def test_one_accept_batch_expands_each_topic_for_its_own_client(
