@@ -22,7 +22,7 @@ export function replace(el, ...children) {
 
 const STATUS_MARK = {
   delivered: "✓", failed: "✕", partially_failed: "◐", cancelled: "⊘", expired: "⊗",
-  scheduled: "◷", pending: "•", delivering: "→",
+  scheduled: "◷", pending: "•", delivering: "→", paused: "‖", unmatched: "∅",
 };
 
 // The mark is for the eye only; the words are what a screen reader says.

@@ -7,8 +7,8 @@ import { announce, badge, every, h, isoToLocal, label, localToIso, replace, targ
 
 const POLL_MS = 2000;
 const DESTINATION_TYPES = ["webhook", "email", "slack", "discord", "teams"];
-const FALLBACK_STATUSES = ["scheduled", "pending", "delivering", "delivered", "partially_failed",
-  "failed", "cancelled"];
+const FALLBACK_STATUSES = ["scheduled", "pending", "delivering", "paused", "delivered",
+  "partially_failed", "failed", "cancelled", "expired", "unmatched"];
 
 function filtersForm(params, statuses) {
   const select = (id, text, options, value) => [
