@@ -268,6 +268,7 @@ def _api(process: Process, ready: Ready, probes: list[Probe]) -> list[ChildSpec]
         # Stored destinations meet the sender's address policy when they are created.
         address_policy=AddressPolicy(s.delivery.allowed_networks),
         rotation_overlap_s=s.delivery.rotation_overlap,
+        max_stored_destinations=s.api.max_stored_destinations,
     )
     return [
         ChildSpec(

@@ -42,6 +42,7 @@ class Api:
     rate_limit: float
     rate_burst: int
     max_data_depth: int = 32  # levels of objects and arrays in a notification's data
+    max_stored_destinations: int = 10_000  # stored destinations per client (a topic's fan-out)
     header_timeout: float = 10.0  # seconds a request's line and headers may take to arrive
     body_timeout: float = 30.0  # seconds a request's body may take to arrive
 
@@ -207,6 +208,9 @@ _RULES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("delivery", "retry_jitter"): (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
     ("delivery", "allowed_networks"): (lambda v: all(_is_cidr(c) for c in v), "a list of CIDRs"),
     ("api", "default_page_size"): (lambda v: v >= 1, "at least 1"),
+    # A notification's deliveries are numbered in a smallint: listed ones plus a topic's.
+    ("api", "max_destinations"): (lambda v: 1 <= v <= 1000, "between 1 and 1000"),
+    ("api", "max_stored_destinations"): (lambda v: 1 <= v <= 30_000, "between 1 and 30000"),
     ("api", "rate_limit"): (lambda v: v >= 0, "0 (no limit) or more requests per second"),
     ("supervisor", "drain_delay"): (lambda v: v >= 0, "0 or more seconds"),
     ("retention", "delivered"): (lambda v: v >= 0, "0 (keep forever) or more seconds"),

@@ -74,6 +74,7 @@ class ApiContext:
     # webhook secret still signs for delivery.rotation_overlap seconds.
     address_policy: AddressPolicy = field(default_factory=AddressPolicy)
     rotation_overlap_s: float = 86_400.0
+    max_stored_destinations: int = 10_000  # per client
 
     def client_label(self, client: Client) -> str:
         return client.id if client.id in self.metric_clients else "other"

@@ -35,6 +35,7 @@ from notifi.store.destinations import (
     NameTaken,
     NewDestination,
     RotateOutcome,
+    TooMany,
 )
 
 if TYPE_CHECKING:  # app.py calls us; importing it at the top would make a cycle
@@ -51,6 +52,13 @@ class DuplicateName(Conflict):
 
     title = "Name taken"
     slug = "name-taken"
+
+
+class TooManyDestinations(Conflict):
+    """This client already stores as many destinations as it may."""
+
+    title = "Too many destinations"
+    slug = "too-many-destinations"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +129,11 @@ async def create_destination(request: web.Request) -> web.Response:
         fields=created.fields,
     )
     try:
-        row = await api.store.create(new)
+        row = await api.store.create(new, api.ctx.max_stored_destinations)
     except NameTaken as exc:
         raise DuplicateName(exc.detail, pointer="/name") from None
+    except TooMany as exc:
+        raise TooManyDestinations(exc.detail) from None
     return json_response(
         dreq.resource(row, secret=created.secret),
         201,

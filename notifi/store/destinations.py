@@ -27,6 +27,10 @@ class NameTaken(NotifiError):
     """This client already has a destination with this name."""
 
 
+class TooMany(NotifiError):
+    """This client already has as many destinations as it may (api.max_stored_destinations)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Fields:
     """What a client sets on a destination (a create, or a PATCH merged with the row)."""
@@ -74,8 +78,9 @@ class Destinations:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def create(self, new: NewDestination) -> dict[str, Any]:
-        """The stored row, with zero stats; `NameTaken` when the client has the name."""
+    async def create(self, new: NewDestination, max_per_client: int = 10_000) -> dict[str, Any]:
+        """The stored row, with zero stats; `NameTaken` when the client has the name, `TooMany`
+        when it has `max_per_client` destinations already."""
         f = new.fields
         try:
             row = await self.pool.fetchrow(
@@ -91,9 +96,12 @@ class Destinations:
                 f.rate_limit,
                 f.enabled,
                 DISABLED_BY_CLIENT,
+                max_per_client,
             )
         except asyncpg.UniqueViolationError as exc:
             raise _name_taken(exc, f.name) from None
+        if row is None:
+            raise TooMany(f"a client may store at most {max_per_client} destinations")
         return {**dict(row), "stats": dict(ZERO_STATS)}
 
     async def get(self, destination_id: UUID, client_id: str | None) -> dict[str, Any] | None:

@@ -2,10 +2,13 @@
 -- resumes (enable) and re-drives (recover). Named blocks, loaded with queries.sql.
 
 -- name: insert_destination --
+-- Nothing when the client already has $12 destinations (counted on its (client_id, id) index;
+-- two creates racing may pass the bound by one each, which it is set well below the limit for).
 INSERT INTO destinations (id, client_id, name, description, kind, config, secret, topics,
                           rate_limit, enabled, disabled_reason, disabled_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-        CASE WHEN $10 THEN NULL ELSE $11 END, CASE WHEN $10 THEN NULL ELSE now() END)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+       CASE WHEN $10 THEN NULL ELSE $11 END, CASE WHEN $10 THEN NULL ELSE now() END
+ WHERE (SELECT count(*) FROM destinations WHERE client_id = $2) < $12
 RETURNING *;
 
 -- name: get_destination --

@@ -639,3 +639,20 @@ async def test_stats_recover_and_resume_read_their_indexes(store: Store) -> None
     assert "deliveries_destination" in indexes
     indexes = {i for _, _, i in await plan_of(store, *cases["resume"])}
     assert "deliveries_paused" in indexes
+
+
+async def test_a_client_stores_at_most_max_stored_destinations(store: Store) -> None:
+    """The bound keeps a topic's fan-out within what one notification can number: past it, a
+    create is a 409 problem and writes nothing; other clients are not affected."""
+    async with api_client(store) as plain:
+        ctx = dataclasses.replace(plain.app[CONTEXT], max_stored_destinations=2)
+        async with TestClient(TestServer(build_app(ctx))) as capped:
+            await create(capped, HOOK)
+            await create(capped, HOOK)
+            before = await count(store)
+            r = await capped.post("/api/destinations", json=HOOK, headers=ALPHA)
+            doc = await r.json()
+            assert r.status == 409, doc
+            assert doc["title"] == "Too many destinations" and "at most 2" in doc["detail"]
+            assert await count(store) == before
+            await create(capped, HOOK, BETA)

@@ -47,6 +47,7 @@ def test_api_settings_reach_the_server_and_the_validator() -> None:
         "NOTIFI_API__HEADER_TIMEOUT": "2.5",
         "NOTIFI_DELIVERY__ALLOWED_NETWORKS": '["127.0.0.0/8"]',
         "NOTIFI_DELIVERY__ROTATION_OVERLAP": "600",
+        "NOTIFI_API__MAX_STORED_DESTINATIONS": "12",
     }
     specs = {spec.id: spec for spec in children(_process({"api"}, env), _ready)}
     server = specs["api"].factory()
@@ -57,6 +58,7 @@ def test_api_settings_reach_the_server_and_the_validator() -> None:
     assert ctx.validator.limits.max_data_depth == 7
     # Stored destinations: the address policy at create, the overlap of a rotation.
     assert ctx.rotation_overlap_s == 600
+    assert ctx.max_stored_destinations == 12
     assert ctx.address_policy.is_allowed(ip_address("127.0.0.1"))
 
 
