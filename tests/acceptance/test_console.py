@@ -278,7 +278,9 @@ async def test_console_live_list_timeline_and_retry(
             "both by webhook",
         )
         browser.find_element(By.LINK_TEXT, "Destinations").click()
-        await until(lambda: "not available" in text(browser, "main"), "the destinations page")
+        await until(
+            lambda: find(browser, "table.destinations").is_displayed(), "the destinations page"
+        )
         shots(browser, "destinations")
 
         assert errors_in_log(browser) == []

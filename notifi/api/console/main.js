@@ -1,5 +1,6 @@
 // The console's entry: learns the auth mode, asks for credentials when needed, and routes
-// between pages by the URL's hash (#/notifications, #/n/<id>, #/overview, #/destinations).
+// between pages by the URL's hash (#/notifications, #/n/<id>, #/overview, #/destinations,
+// #/d/<id>).
 
 import * as API from "./api.js";
 import { h, refreshAges, replace } from "./dom.js";
@@ -7,6 +8,7 @@ import { notificationsPage } from "./list.js";
 import { notificationPage } from "./detail.js";
 import { overviewPage } from "./overview.js";
 import { destinationsPage } from "./destinations.js";
+import { destinationPage } from "./destination.js";
 
 const $ = (id) => document.getElementById(id);
 let stopView = () => {};
@@ -20,6 +22,8 @@ function route() {
   if (one) return { page: "notification", render: notificationPage, id: decodeURIComponent(one[1]), params };
   if (path === "/overview") return { page: "overview", render: overviewPage, params };
   if (path === "/destinations") return { page: "destinations", render: destinationsPage, params };
+  const stored = path.match(/^\/d\/([^/]+)$/);
+  if (stored) return { page: "destination", render: destinationPage, id: decodeURIComponent(stored[1]), params };
   return { page: "notifications", render: notificationsPage, params };
 }
 
@@ -40,7 +44,8 @@ function show() {
   const current = route();
   for (const link of $("nav").querySelectorAll("a")) {
     const page = link.getAttribute("href").slice(2);
-    const active = page === current.page || (page === "notifications" && current.page === "notification");
+    const active = page === current.page || (page === "notifications" && current.page === "notification")
+      || (page === "destinations" && current.page === "destination");
     if (active) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
