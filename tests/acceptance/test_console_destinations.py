@@ -76,6 +76,15 @@ def rows(driver: Any) -> dict[str, str]:
     return {r.get_attribute("data-id"): r.text for r in found}
 
 
+async def all_three(driver: Any) -> None:
+    """The first page (the two newest), then the older one through the cursor."""
+    await until(lambda: len(rows(driver)) == 2, "the first page")
+    more = driver.find_element(By.XPATH, "//button[. = 'Load more']")
+    await until(more.is_displayed, "Load more")
+    more.click()
+    await until(lambda: len(rows(driver)) == 3, "the three destinations")
+
+
 def set_input(driver: Any, css: str, value: str) -> None:
     """A datetime-local value as a person's typing would leave it (input event included)."""
     driver.execute_script(
@@ -89,7 +98,12 @@ def set_input(driver: Any, css: str, value: str) -> None:
 async def test_console_destinations_pages(
     settings_env: dict[str, str], receiver: Receiver, browser: Any, shots: Callable, store: Any
 ) -> None:
-    env = {**settings_env, "NOTIFI_AUTH__MODE": "tokens", "NOTIFI_AUTH__CLIENTS": clients_env()}
+    env = {
+        **settings_env,
+        "NOTIFI_AUTH__MODE": "tokens",
+        "NOTIFI_AUTH__CLIENTS": clients_env(),
+        "NOTIFI_API__DEFAULT_PAGE_SIZE": "2",  # the console's page: three destinations need two
+    }
     proc, api = await console.start_notifi(env)
     try:
         flaky = await create(
@@ -124,7 +138,7 @@ async def test_console_destinations_pages(
         # The list: each with its target, topics, state and 24 h health; no secret anywhere.
         browser.get(f"{api}/console/#/destinations")
         await sign_in(browser, OWNER)
-        await until(lambda: len(rows(browser)) == 3, "the three destinations")
+        await all_three(browser)
         shown = rows(browser)
         assert "0% ok of 2 attempts" in shown[flaky["id"]], shown
         assert receiver.url("flaky") in shown[flaky["id"]] and "5/s" in shown[flaky["id"]]
@@ -143,7 +157,7 @@ async def test_console_destinations_pages(
         browser.execute_script("location.hash = '#/destinations?enabled=false'")
         await until(lambda: "No destinations match." in text(browser, "main"), "none disabled")
         browser.execute_script("location.hash = '#/destinations'")
-        await until(lambda: len(rows(browser)) == 3, "all three again")
+        await all_three(browser)
 
         # Disable, then enable, through the row's button.
         row = f'tr[data-id="{flaky["id"]}"]'
@@ -154,6 +168,8 @@ async def test_console_destinations_pages(
         assert find(browser, f"{row} button").text == "Enable"
         find(browser, f"{row} button").click()
         await until(lambda: "disabled" not in text(browser, row), "the row enabled")
+        live = find(browser, "#live")
+        await until(lambda: "resume" in live.get_attribute("textContent"), "what enabling does")
         _, doc = await call(api, "GET", f"/api/destinations/{flaky['id']}")
         assert doc["enabled"] is True and doc["disabled_reason"] is None
 
