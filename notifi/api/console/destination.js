@@ -220,7 +220,7 @@ export function destinationPage(section, { id }) {
 
   const del = h("button", { type: "button", class: "danger", "data-action": "delete" }, "Delete");
   const confirmDelete = h("span", { class: "confirm", hidden: true },
-    "Delete this destination? Its undelivered deliveries (pending, scheduled, paused) are cancelled. ",
+    "Delete this destination? What is still undelivered to it (pending, scheduled, delivering or paused) is cancelled. ",
     h("button", { type: "button", class: "danger", onclick: remove }, "Yes, delete"),
     h("button", { type: "button", class: "quiet", onclick: () => { confirmDelete.hidden = true; del.focus(); } }, "Keep it"));
   del.addEventListener("click", () => { confirmDelete.hidden = false; confirmDelete.querySelector("button").focus(); });
