@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-import orjson
 import uvloop
 
 from bench.bench_phases import FULL, QUICK, Phases, Results
@@ -55,7 +54,7 @@ async def target(name: str, api: str, hook: str) -> str:
     stored = {**webhook, "secret": BENCH_SECRET, "topics": ["bench"]}
     async with (
         aiohttp.ClientSession() as http,
-        http.post(f"{api}/api/destinations", data=orjson.dumps(stored)) as r,
+        http.post(f"{api}/api/destinations", json=stored) as r,
     ):
         if r.status != 201:
             raise RuntimeError(f"creating the bench's destination: {r.status} {await r.text()}")
