@@ -58,13 +58,16 @@ def next_slot(tat_us: int | None, now_us: int, spacing_us: int) -> Slot:
 
 
 # KEYS: the destination's queue end (TAT), the job's reservation. ARGV: spacing µs, grace ms.
-# Returns 0 when the job goes now, else the µs until its reserved slot. Redis's clock, so that
-# every process measures against the same one.
+# Returns 0 when the job goes now, else the µs until its reserved slot. A job holding a
+# reservation goes on it once its time has come, never before (a copy of the job that comes
+# early, e.g. requeued by a resume, waits for the same slot instead of taking a new one).
+# Redis's clock, so that every process measures against the same one.
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local held = redis.call('GET', KEYS[2])
+local held = tonumber(redis.call('GET', KEYS[2]))
 if held then
+  if held > now then return held - now end
   redis.call('DEL', KEYS[2])
   return 0
 end
