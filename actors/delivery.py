@@ -25,6 +25,7 @@ from notifi.hosts import BUSY_PATIENCE_S, HostGate
 from notifi.model import (
     DeliveryJob,
     DeliveryStatus,
+    DestinationState,
     Notification,
     NotificationState,
 )
@@ -44,10 +45,12 @@ RECHECK_AFTER_S = 0.25
 
 
 class StateCheck(Protocol):
-    """What a worker needs of the store: a notification's state now, deleted and schedule
-    (batched across workers)."""
+    """What a worker needs of the store: a notification's state now, deleted and schedule, and
+    a stored destination's, gone or enabled (each batched across workers)."""
 
     async def state_of(self, notification_id: UUID, /) -> NotificationState: ...
+
+    async def destination_state_of(self, destination_id: UUID, /) -> DestinationState: ...
 
 
 class JobClaims(Protocol):
@@ -199,6 +202,15 @@ class DeliveryWorker(Actor):
             if (moved := outcome.moved_later(job, state.scheduled_at)) is not None:
                 await self._move(work, moved)
                 return
+            match await self._gate_now(work):
+                case None:
+                    return  # stopping: uncommitted, comes back
+                case outcome.Gate.CANCEL:
+                    await self._cancel(work)
+                    return
+                case outcome.Gate.PAUSE:
+                    await self._pause(work)
+                    return
         if outcome.is_expired(expires_at, datetime.now(UTC)):
             await self._expire(work)
             return
@@ -218,6 +230,19 @@ class DeliveryWorker(Actor):
             host_failed = await self._claim_and_send(work)
         finally:
             self._gate.release(host, host_failed=host_failed)
+
+    async def _gate_now(self, work: Work) -> outcome.Gate | None:
+        """The gate again, on the stored destination as it is now: it may have been disabled or
+        deleted since the job was loaded. None when a stop comes first."""
+        destination_id = work.row.get("destination_id")
+        if destination_id is None:
+            return outcome.Gate.SEND
+        state = await self._until_stored(lambda: self._store.destination_state_of(destination_id))
+        if state is None:
+            return None
+        return outcome.gate(
+            {**work.row, "destination_gone": state.gone, "destination_enabled": state.enabled}
+        )
 
     async def _rate_wait(self, work: Work) -> float | None:
         """Seconds until a job to a rate-limited stored destination may go (its slot reserved

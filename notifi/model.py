@@ -94,6 +94,15 @@ class NotificationState:
 
 
 @dataclass(frozen=True, slots=True)
+class DestinationState:
+    """What a delivery worker re-reads of a stored destination when a job comes due: whether it
+    is gone (deleted) or enabled now (a disable or a delete may have come since the load)."""
+
+    gone: bool
+    enabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Notification:
     """What a destination is told: the content of one stored notification, built once per job
     from the loaded row; each channel renders its own body from it."""

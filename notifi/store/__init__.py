@@ -16,7 +16,13 @@ import orjson
 
 from notifi import lifecycle
 from notifi.batching import Coalescer
-from notifi.model import DeliveryJob, DeliveryStatus, NewNotification, NotificationState
+from notifi.model import (
+    DeliveryJob,
+    DeliveryStatus,
+    DestinationState,
+    NewNotification,
+    NotificationState,
+)
 from notifi.store import recording
 from notifi.store.migrate import ensure_database, migrate
 from notifi.store.references import Written, write_deliveries
@@ -125,6 +131,7 @@ class Store:
         self.pool = pool
         # Workers waking for many jobs due at one instant ask together: one query per turn.
         self.state_of = Coalescer(self._states)
+        self.destination_state_of = Coalescer(self._destination_states)
 
     @classmethod
     async def open(
@@ -416,6 +423,13 @@ class Store:
         return [
             NotificationState(r["deleted"], r["scheduled_at"]) if (r := rows.get(i)) else gone
             for i in ids
+        ]
+
+    async def _destination_states(self, ids: list[UUID]) -> list[DestinationState]:
+        rows = {r["id"]: r for r in await self.pool.fetch(query("destination_states_of"), ids)}
+        gone = DestinationState(gone=True)
+        return [
+            DestinationState(False, r["enabled"]) if (r := rows.get(i)) else gone for i in ids
         ]
 
     async def claim_in_postgres(

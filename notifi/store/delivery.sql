@@ -108,3 +108,8 @@ WITH o AS (
      WHERE u.status = 'delivering'
 )
 SELECT DISTINCT notification_id FROM updated;
+
+-- name: destination_states_of --
+-- What delivery workers re-read of stored destinations when jobs come due (one query for
+-- many): whether each still exists and is enabled. A deleted one has no row: gone.
+SELECT id, enabled FROM destinations WHERE id = ANY ($1::uuid[]);

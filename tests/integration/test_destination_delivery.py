@@ -400,3 +400,13 @@ async def test_without_redis_a_rate_limited_job_waits_a_second() -> None:
     limits = DestinationLimits(down, prefix="x")
     assert await limits.admit(uuid7(), 5, (uuid7(), 0), 1) == REDIS_AWAY_RETRY_S
     await down.aclose()
+
+
+async def test_workers_read_a_stored_destination_as_it_is_now(store: Store) -> None:
+    """The re-check a worker makes when a job comes due: enabled, disabled, or gone."""
+    on = await stored(store, {"url": "https://example.com/a"})
+    off = await stored(store, {"url": "https://example.com/b"}, enabled=False)
+    gone = await stored(store, {"url": "https://example.com/c"})
+    assert await Destinations(store.pool).delete(gone, None)
+    states = await asyncio.gather(*(store.destination_state_of(i) for i in (on, off, gone)))
+    assert [(s.gone, s.enabled) for s in states] == [(False, True), (False, False), (True, False)]

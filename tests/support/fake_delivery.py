@@ -20,7 +20,7 @@ from notifi.bus import MemoryBus
 from notifi.claims import Claim
 from notifi.destinations.base import Outcome, Sender, SendResult
 from notifi.hosts import HostGate
-from notifi.model import DeliveryJob, Notification, NotificationState
+from notifi.model import DeliveryJob, DestinationState, Notification, NotificationState
 from notifi.retry import RetryPolicy
 from notifi.runtime import ChildSpec, Mailbox, Supervisor
 from notifi.store import Finished
@@ -111,6 +111,8 @@ class FakeJobStore:
         self.down_for = 0
         self.calls: list[str] = []
         self.disabled: set[UUID] = set()  # stored destinations the recorder disabled
+        # Stored destinations changed since their jobs were loaded: enabled now (None: deleted).
+        self.destinations_now: dict[UUID, bool | None] = {}
 
     def add(self, row: dict[str, Any]) -> Key:
         key = (row["notification_id"], row["position"])
@@ -135,6 +137,16 @@ class FakeJobStore:
             rows = [r for (n, _), r in self.rows.items() if n == notification_id]
             scheduled_at = rows[0]["scheduled_at"] if rows else None
         return NotificationState(notification_id in self.deleted, scheduled_at)
+
+    async def destination_state_of(self, destination_id: UUID) -> DestinationState:
+        self._maybe_down("destination_state_of")
+        if destination_id in self.destinations_now:
+            enabled = self.destinations_now[destination_id]
+            return DestinationState(gone=enabled is None, enabled=bool(enabled))
+        rows = [r for r in self.rows.values() if r.get("destination_id") == destination_id]
+        if not rows or rows[0]["destination_gone"]:
+            return DestinationState(gone=True)
+        return DestinationState(gone=False, enabled=bool(rows[0]["destination_enabled"]))
 
     async def record(
         self, finished: Sequence[Finished], requeued: Sequence[DeliveryJob]

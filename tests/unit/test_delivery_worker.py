@@ -380,6 +380,34 @@ async def test_a_disabled_stored_destination_pauses_its_job_without_an_attempt()
         assert await h.events() == []
 
 
+async def test_a_stored_destination_disabled_after_the_load_pauses_the_job_at_its_time() -> None:
+    """A job loaded before it was due is checked again then: its destination, disabled since,
+    is not sent to (the recorder pauses the delivery), and one deleted since ends it."""
+    async with DeliveryHarness() as h:
+        row = stored_row()
+        acked = await h.submit(row, due_in_s=0.3)
+        h.store.destinations_now[row["destination_id"]] = False  # disabled after the load
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.sender.sent == [] and h.claims.holders == {}
+        assert h.store.finished_for(key(row)).new_status is DeliveryStatus.PAUSED
+        assert "destination_state_of" in h.store.calls
+        gone = stored_row()
+        acked = await h.submit(gone, due_in_s=0.3)
+        h.store.destinations_now[gone["destination_id"]] = None  # deleted after the load
+        await asyncio.wait_for(acked.wait(), 5)
+        assert h.sender.sent == []
+        assert h.store.finished_for(key(gone)).new_status is DeliveryStatus.CANCELLED
+
+
+async def test_a_stored_destination_still_enabled_at_its_time_is_sent_to() -> None:
+    async with DeliveryHarness() as h:
+        row = stored_row()
+        acked = await h.submit(row, due_in_s=0.2)
+        await asyncio.wait_for(acked.wait(), 5)
+        assert len(h.sender.sent) == 1
+        assert h.store.finished_for(key(row)).new_status is DeliveryStatus.DELIVERED
+
+
 async def test_a_deleted_stored_destination_cancels_its_job_without_an_attempt() -> None:
     async with DeliveryHarness() as h:
         row = stored_row(gone=True)
