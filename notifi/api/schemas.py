@@ -197,8 +197,9 @@ def create_request(limits: Limits) -> dict[str, Any]:
                 **topic(),
                 "type": ["string", "null"],
                 "description": f"A topic ({TOPIC_RULE}): at acceptance it adds a delivery to "
-                "every enabled stored destination of this client subscribed to it (or to "
-                '"*"), each once, after the listed destinations. With a topic, destinations '
+                "every stored destination of this client subscribed to it (or to "
+                '"*"), each once, after the listed destinations (paused for a disabled one, '
+                "until it is enabled). With a topic, destinations "
                 "may be absent or empty; when nothing matches, the notification is accepted "
                 "with status unmatched and no deliveries.",
             },

@@ -121,7 +121,10 @@ async def write_deliveries(
     """Writes the deliveries of newly inserted notifications (`initial`: each one's status
     from its schedule) in one statement, topics expanded, and settles the status of those
     whose deliveries made it differ (unmatched, paused). Returns what was written for those
-    that `refers` (the others are written as their request says)."""
+    that `refers` (the others are written as their request says). When something refers, the
+    statement holds every destination it uses FOR KEY SHARE until the caller's transaction
+    ends, so an enable waits for the paused rows to be committed (insert_deliveries_expanded);
+    the plain path takes no lock."""
     pairs = list(zip(fresh, initial, strict=True))
     rows = [(n, s, i, d) for n, s in pairs for i, d in enumerate(n.destinations)]
     listed = (

@@ -1,7 +1,7 @@
 """Notifications to topics, on the real Postgres through the in-process API: the topic expanded
-in the accept's transaction to every enabled subscriber (or "*"), each once and after the
-listed destinations, disabled ones paused when listed and skipped by the topic, nothing
-matched is unmatched (and retention treats it as finished), bad topic names are 422, and a
+in the accept's transaction to every subscriber (or "*"), each once and after the listed
+destinations, disabled ones paused (listed or subscribed) until enabled, nothing matched is
+unmatched (and retention treats it as finished), bad topic names are 422, and a
 replay writes nothing. References by id and name: test_destination_references.py."""
 
 from __future__ import annotations
@@ -81,9 +81,11 @@ async def test_topic_reaches_each_subscribed_destination_once(
     assert [d["destination_id"] for d in got["destinations"]] == [str(d) for d in expected]
 
 
-async def test_disabled_destinations_are_paused_when_listed_and_skipped_by_topics(
+async def test_disabled_destinations_are_paused_when_listed_and_when_subscribed(
     api: TestClient, store: Store, names: list[str]
 ) -> None:
+    """Disabled means paused, never dropped: a topic's disabled subscriber waits like a listed
+    disabled destination does."""
     me = names[0]
     off_listed = await stored(store, me, enabled=False)
     off_subscribed = await stored(store, me, topics=["deploys"], enabled=False)
@@ -95,10 +97,10 @@ async def test_disabled_destinations_are_paused_when_listed_and_skipped_by_topic
     rows = await deliveries(store, doc["id"])
     assert [(row["destination_id"], row["status"]) for row in rows] == [
         (off_listed, "paused"),
+        (off_subscribed, "paused"),
         (on_subscribed, "pending"),
     ]
-    assert off_subscribed not in [row["destination_id"] for row in rows]
-    assert [d["status"] for d in doc["destinations"]] == ["paused", "pending"]
+    assert [d["status"] for d in doc["destinations"]] == ["paused", "paused", "pending"]
     assert doc["status"] == "pending"
 
     # Only a disabled destination: the notification is paused, and nothing routes it.
@@ -251,6 +253,37 @@ async def test_enabling_the_destination_resumes_a_paused_delivery(
     assert await store.pool.fetchval("SELECT count(*) FROM outbox WHERE notification_id = $1", nid)
     doc = await (await api.get(f"/api/notifications/{nid}", headers=creds(me))).json()
     assert doc["status"] == "pending"
+
+
+async def test_enabling_a_disabled_subscriber_resumes_what_its_topic_paused(
+    api: TestClient, store: Store, names: list[str]
+) -> None:
+    """A topic's only subscriber is disabled: the notification is paused (not unmatched), and
+    enabling the destination sends it through the outbox like a listed one."""
+    me = names[0]
+    off = await stored(store, me, topics=["deploys"], enabled=False)
+    r = await post(api, me, {"body": "b", "topic": "deploys"})
+    assert r.status == 202, await r.text()
+    doc = await r.json()
+    assert doc["status"] == "paused"
+    assert [(d["destination_id"], d["status"]) for d in doc["destinations"]] == [
+        (str(off), "paused")
+    ]
+    nid = UUID(doc["id"])
+    assert [(d["destination_id"], d["status"]) for d in await deliveries(store, nid)] == [
+        (off, "paused")
+    ]
+
+    def enabled(row: dict) -> Fields:
+        return Fields(
+            row["name"], row["description"], row["config"], row["topics"], row["rate_limit"], True
+        )
+
+    assert await Destinations(store.pool).update(off, me, enabled) is not None
+    assert [d["status"] for d in await deliveries(store, nid)] == ["pending"]
+    assert await store.pool.fetchval("SELECT count(*) FROM outbox WHERE notification_id = $1", nid)
+    got = await (await api.get(f"/api/notifications/{nid}", headers=creds(me))).json()
+    assert got["status"] == "pending"
 
 
 async def test_enabling_before_the_schedule_resumes_for_the_scheduled_time(
