@@ -34,7 +34,9 @@ UPDATE notifications n
 -- what the lock returns (the row as it is now, or none when deleted). Without it a paused row
 -- written while an enable or a delete commits is seen by neither and stays paused for ever.
 -- The recorder's FOR NO KEY UPDATE does not conflict. A subscriber is found on the snapshot and
--- its topics checked again on the locked row (a PATCH that unsubscribed it since wins).
+-- its topics checked again on the locked row (a PATCH that unsubscribed it since wins). The
+-- candidates are handed to the lock as one array, so it probes the primary key for each: a
+-- semi-join may be planned as a hash join over every client's destinations.
 -- Positions count from 0 per notification in that order, so a destination left out leaves no
 -- gap. The rows written come back for the answer to show.
 WITH given AS (
@@ -62,7 +64,7 @@ WITH given AS (
 ), locked AS MATERIALIZED (
     SELECT s.id, s.client_id, s.kind, s.enabled, s.topics
       FROM destinations s
-     WHERE s.id IN (SELECT id FROM candidates)
+     WHERE s.id = ANY (ARRAY(SELECT id FROM candidates))
      ORDER BY s.id
        FOR KEY SHARE OF s
 ), listed AS (
