@@ -24,6 +24,7 @@ from notifi.model import (
     NotificationState,
 )
 from notifi.store import recording
+from notifi.store.deadlocks import retry_deadlocks
 from notifi.store.migrate import ensure_database, migrate
 from notifi.store.references import Written, write_deliveries
 from notifi.store.sql import query
@@ -309,6 +310,11 @@ class Store:
         return [{**dict(r), "deliveries": by_id.get(r["id"], [])} for r in rows]
 
     async def delete(self, notification_id: UUID, client_id: str | None) -> bool:
+        """Marks it deleted and cancels what is undelivered. It locks the notification before
+        its deliveries, the recorder the other way round: a deadlock is tried again."""
+        return await retry_deadlocks(lambda: self._delete(notification_id, client_id))
+
+    async def _delete(self, notification_id: UUID, client_id: str | None) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
             found = await conn.fetchval(query("delete_notification"), notification_id, client_id)
             if found is None:
@@ -326,14 +332,9 @@ class Store:
         """Moves a notification none of whose deliveries has started to `scheduled_at` (None:
         now), outbox rows included, in one transaction; or says why not. A deadlock with a
         concurrent DELETE (which locks in the other order) is tried again."""
-        deadlocks = 0
-        while True:
-            try:
-                return await self._reschedule(notification_id, client_id, scheduled_at, now)
-            except asyncpg.DeadlockDetectedError:
-                deadlocks += 1
-                if deadlocks >= 3:
-                    raise
+        return await retry_deadlocks(
+            lambda: self._reschedule(notification_id, client_id, scheduled_at, now)
+        )
 
     async def _reschedule(
         self,

@@ -1,6 +1,7 @@
 """The stored destinations (issue 12) in Postgres: the rows clients manage through the API, and
 the deliveries a delete cancels, an enable resumes and a recover re-drives, each in one
-transaction with the notifications' derived status refreshed. Its SQL is destinations.sql.
+transaction with the notifications' derived status refreshed (tried again when Postgres breaks
+a deadlock with a notification's delete or the recorder). Its SQL is destinations.sql.
 
 Every read and write is scoped by client: `client_id` None is an admin's (every client's)."""
 
@@ -17,6 +18,7 @@ import asyncpg
 
 from notifi.errors import NotifiError
 from notifi.store import ID_MAX
+from notifi.store.deadlocks import retry_deadlocks
 from notifi.store.sql import query
 
 DISABLED_BY_CLIENT = "disabled by the client"
@@ -141,7 +143,16 @@ class Destinations:
     ) -> dict[str, Any] | None:
         """A PATCH: `merge` turns the locked row into its new fields, or raises (the API's
         problem), which rolls everything back. Enabling resumes the paused deliveries in the
-        same transaction, after the row lock. None when there is no such destination."""
+        same transaction, after the row lock. None when there is no such destination. A
+        deadlock aborts and runs it again, `merge` included."""
+        return await retry_deadlocks(lambda: self._update(destination_id, client_id, merge))
+
+    async def _update(
+        self,
+        destination_id: UUID,
+        client_id: str | None,
+        merge: Callable[[dict[str, Any]], Fields],
+    ) -> dict[str, Any] | None:
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 row = await conn.fetchrow(query("lock_destination"), destination_id, client_id)
@@ -163,12 +174,16 @@ class Destinations:
                 except asyncpg.UniqueViolationError as exc:
                     raise _name_taken(exc, f.name) from None
                 if f.enabled:
+                    await conn.execute(query("lock_paused_notifications"), destination_id)
                     resumed = await conn.fetchrow(query("resume_destination"), destination_id)
                     await _refresh(conn, resumed["touched"])
             return (await _with_stats(conn, [row]))[0]
 
     async def delete(self, destination_id: UUID, client_id: str | None) -> bool:
         """Removes the destination, cancelling what is undelivered to it; False if none."""
+        return await retry_deadlocks(lambda: self._delete(destination_id, client_id))
+
+    async def _delete(self, destination_id: UUID, client_id: str | None) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(query("delete_destination"), destination_id, client_id)
             await _refresh(conn, row["touched"])
@@ -200,11 +215,27 @@ class Destinations:
     ) -> int | None:
         """Re-drives the deliveries to the destination that ended failed in [since, until)
         (a dry run only counts them); how many, or None when there is no such destination."""
+        return await retry_deadlocks(
+            lambda: self._recover(destination_id, client_id, since, until, dry_run=dry_run)
+        )
+
+    async def _recover(
+        self,
+        destination_id: UUID,
+        client_id: str | None,
+        since: datetime,
+        until: datetime,
+        *,
+        dry_run: bool,
+    ) -> int | None:
         async with self.pool.acquire() as conn, conn.transaction():
             if await conn.fetchval(query("hold_destination"), destination_id, client_id) is None:
                 return None
             if dry_run:
                 return await conn.fetchval(query("count_recoverable"), destination_id, since, until)
+            await conn.execute(
+                query("lock_recoverable_notifications"), destination_id, since, until
+            )
             row = await conn.fetchrow(query("recover_destination"), destination_id, since, until)
             await _refresh(conn, row["touched"])
             return row["reopened"]

@@ -82,6 +82,18 @@ UPDATE destinations
  WHERE id = $1
 RETURNING *;
 
+-- name: lock_paused_notifications --
+-- Before a resume touches a delivery: the notifications of the destination's paused deliveries,
+-- locked in id order (on deliveries_paused). A notification's delete locks it before its
+-- deliveries; a resume that locked the deliveries first and then refreshed the notifications
+-- made a cycle with it, which Postgres broke by aborting one side (a 500).
+SELECT n.id
+  FROM notifications n
+ WHERE n.id IN (SELECT d.notification_id FROM deliveries d
+                 WHERE d.destination_id = $1 AND d.status = 'paused')
+ ORDER BY n.id
+   FOR NO KEY UPDATE OF n;
+
 -- name: resume_destination --
 -- Its paused deliveries go back to work through the outbox, oldest first: due times a
 -- microsecond apart in notification (creation) order, so the poller takes them in that order,
@@ -120,6 +132,8 @@ SELECT count(*) FILTER (WHERE status <> 'cancelled') AS resumed,
 
 -- name: delete_destination --
 -- The destination goes; what is still undelivered to it is cancelled and leaves the outbox.
+-- Deliveries before notifications, as the recorder (whose in-flight deliveries these are)
+-- locks them, not as a notification's delete does: that cycle is rare and tried again.
 WITH gone AS (
     DELETE FROM destinations
      WHERE id = $1 AND ($2::text IS NULL OR client_id = $2)
@@ -169,6 +183,20 @@ SELECT count(*)
    AND d.status = 'failed'
    AND n.deleted_at IS NULL
    AND (n.expires_at IS NULL OR n.expires_at > now());
+
+-- name: lock_recoverable_notifications --
+-- Before a recover touches a delivery: the notifications of what it would re-drive, locked in
+-- id order, for the reason lock_paused_notifications gives.
+SELECT n.id
+  FROM notifications n
+ WHERE n.id IN (SELECT d.notification_id FROM deliveries d
+                 WHERE d.destination_id = $1
+                   AND d.updated_at >= $2 AND d.updated_at < $3
+                   AND d.status = 'failed')
+   AND n.deleted_at IS NULL
+   AND (n.expires_at IS NULL OR n.expires_at > now())
+ ORDER BY n.id
+   FOR NO KEY UPDATE OF n;
 
 -- name: recover_destination --
 -- One more attempt each for what count_recoverable counts: pending, through the outbox (so the
