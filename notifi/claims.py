@@ -29,27 +29,48 @@ log = structlog.get_logger(__name__)
 
 Key = tuple[UUID, int]
 
-# KEYS: delivered mark, claim. ARGV: token, lease in ms. One round trip decides a job; the
-# same decision as `decide` below (3: taken over from a dead predecessor of this instance).
+# One script call decides a whole batch of jobs (a pipeline of one call per job cost a round
+# trip more: redis-py's pipeline asks SCRIPT EXISTS before every execute).
+# KEYS: delivered mark, claim, for each job in order. ARGV: lease in ms, then each job's token.
+# Per job the same decision as `decide` below (3: taken over from a dead predecessor of this
+# instance); in order, so a second copy of a job in the batch finds the first one's claim.
 _CLAIM = """
 local function owner(token)
   return string.match(token, '^(.*)/([^/]*):[^:]*:[^:]*:[^:]*$')
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-local holder = redis.call('GET', KEYS[2])
-if holder == ARGV[1] then return 1 end
-local mine, my_run = owner(ARGV[1])
-local theirs, their_run = owner(holder)
-if mine and theirs == mine and their_run ~= my_run then
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-  return 3
+local function claim(delivered, key, token, lease)
+  if redis.call('EXISTS', delivered) == 1 then return 2 end
+  if redis.call('SET', key, token, 'NX', 'PX', lease) then return 1 end
+  local holder = redis.call('GET', key)
+  if holder == token then return 1 end
+  local mine, my_run = owner(token)
+  local theirs, their_run = owner(holder)
+  if mine and theirs == mine and their_run ~= my_run then
+    redis.call('SET', key, token, 'PX', lease)
+    return 3
+  end
+  return 0
 end
-return 0
+local out = {}
+for i = 2, #ARGV do
+  out[i - 1] = claim(KEYS[2 * i - 3], KEYS[2 * i - 2], ARGV[i], ARGV[1])
+end
+return out
 """
-# KEYS: claim. ARGV: token. Only the holder releases its claim.
+# KEYS: delivered mark, claim, for each job. ARGV: the mark's lifetime in s. Marks each job
+# delivered and drops its claim.
+_MARK_DELIVERED = """
+for i = 1, #KEYS, 2 do
+  redis.call('SET', KEYS[i], 1, 'EX', ARGV[1])
+  redis.call('DEL', KEYS[i + 1])
+end
+return #KEYS / 2
+"""
+# KEYS: claims. ARGV: their tokens. Only the holder releases its claim.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i] then redis.call('DEL', KEYS[i]) end
+end
 return 0
 """
 
@@ -111,6 +132,7 @@ class Claims:
         self._claim_ttl_s = claim_ttl_s
         self._delivered_s = int(delivered_ttl_s)
         self._claim_script = redis.register_script(_CLAIM)
+        self._mark_script = redis.register_script(_MARK_DELIVERED)
         self._release_script = redis.register_script(_RELEASE)
         self._warned_at = 0.0
         self.claim = Coalescer(self._claim_many)
@@ -129,15 +151,16 @@ class Claims:
         """Claims (key, token) pairs. The token names one published job in one process, so a
         job re-run after its actor crashed finds its own claim, and a second copy of it does not.
         """
+        keys = []
+        for key, _ in items:
+            keys += (self._key("delivered", key), self._key("claim", key))
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key, token in items:
-                    await self._claim_script(
-                        keys=[self._key("delivered", key), self._key("claim", key)],
-                        args=[token, self._claim_ms],
-                        client=pipe,
-                    )
-                answers = [int(r) for r in await pipe.execute()]
+            answers = [
+                int(a)
+                for a in await self._claim_script(
+                    keys=keys, args=[self._claim_ms, *(token for _, token in items)]
+                )
+            ]
         except (RedisError, OSError) as exc:
             self._redis_down(exc)
             return await self._claim_in_postgres(items)
@@ -174,12 +197,11 @@ class Claims:
         """Remembers delivered ids, durably, before anything else happens to the job: in Redis,
         or when Redis is away in Postgres (the delivery row itself). False only when both are
         away (then the recorder writes it once Postgres is back)."""
+        names = []
+        for key in keys:
+            names += (self._key("delivered", key), self._key("claim", key))
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.set(self._key("delivered", key), 1, ex=self._delivered_s)
-                    pipe.delete(self._key("claim", key))
-                await pipe.execute()
+            await self._mark_script(keys=names, args=[self._delivered_s])
             return [True] * len(keys)
         except (RedisError, OSError) as exc:
             self._redis_down(exc)
@@ -195,11 +217,9 @@ class Claims:
         if not items:
             return
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key, token in items:
-                    await self._release_script(
-                        keys=[self._key("claim", key)], args=[token], client=pipe
-                    )
-                await pipe.execute()
+            await self._release_script(
+                keys=[self._key("claim", key) for key, _ in items],
+                args=[token for _, token in items],
+            )
         except (RedisError, OSError) as exc:
             self._redis_down(exc)  # the lease runs out by itself
