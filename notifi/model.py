@@ -16,7 +16,7 @@ class DeliveryStatus(StrEnum):
     DELIVERING = "delivering"  # attempted at least once, another attempt is coming
     DELIVERED = "delivered"
     FAILED = "failed"  # permanent failure or retry schedule exhausted
-    CANCELLED = "cancelled"  # the notification was deleted first
+    CANCELLED = "cancelled"  # the notification, or its stored destination, was deleted first
     EXPIRED = "expired"  # its notification's expiry came first: no attempt starts after it
     PAUSED = "paused"  # its stored destination is disabled: waits, goes out when enabled again
 

@@ -185,6 +185,10 @@ class Destinations:
 
     async def _delete(self, destination_id: UUID, client_id: str | None) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
+            # The row lock first, in a statement of its own: it waits for an accept writing a
+            # delivery to this destination, and the delete's next statement sees that row.
+            if await conn.fetchrow(query("lock_destination"), destination_id, client_id) is None:
+                return False
             row = await conn.fetchrow(query("delete_destination"), destination_id, client_id)
             await _refresh(conn, row["touched"])
             return bool(row["found"])

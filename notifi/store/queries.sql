@@ -333,7 +333,8 @@ SELECT a.position, a.attempt, a.started_at, a.duration_ms, a.outcome, a.status_c
 
 -- name: replay --
 -- Failed and cancelled deliveries get one more attempt, due now; a deleted notification is
--- restored (cancelled deliveries only come from a delete). Delivered ones are left alone.
+-- restored (its delete cancelled them). Delivered ones are left alone, and so are deliveries
+-- to a stored destination that no longer exists (deleting it cancelled them for good).
 WITH n AS (
     UPDATE notifications
        SET deleted_at = NULL, updated_at = now()
@@ -344,6 +345,8 @@ WITH n AS (
        SET status = 'pending', next_attempt_at = now(), claimed_until = NULL, updated_at = now()
       FROM n
      WHERE d.notification_id = n.id AND d.status IN ('failed', 'cancelled')
+       AND (d.destination_id IS NULL
+            OR EXISTS (SELECT 1 FROM destinations s WHERE s.id = d.destination_id))
  RETURNING d.notification_id, d.position, d.attempts, n.partition_key
 ), queued AS (
     INSERT INTO outbox (notification_id, position, attempt, due_at, partition_key)

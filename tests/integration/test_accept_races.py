@@ -106,12 +106,6 @@ async def test_an_enable_waits_for_the_accept_then_resumes_its_paused_delivery(
     assert await outbox_rows(store, n.id) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Destinations.delete runs delete_destination alone: the DELETE waits for the accept, "
-    "but its cancelling CTE reads the statement's snapshot, taken before the accept committed; "
-    "taking lock_destination first (a statement of its own) fixes it",
-)
 @pytest.mark.parametrize("how", ["listed", "topic"])
 async def test_a_delete_waits_for_the_accept_then_cancels_its_paused_delivery(
     store: Store, me: str, how: str, monkeypatch: pytest.MonkeyPatch

@@ -349,3 +349,21 @@ async def test_the_description_publishes_topics_and_references(
     assert {"paused", "unmatched"} <= set(shown["status"]["enum"])
     assert "destination_id" in shown["destinations"]["items"]["properties"]
     assert "paused" in shown["destinations"]["items"]["properties"]["status"]["enum"]
+
+
+async def test_a_retry_leaves_a_deleted_destinations_delivery_cancelled(
+    api: TestClient, store: Store, names: list[str]
+) -> None:
+    """POST .../retry re-drives failed and cancelled deliveries, but not those whose stored
+    destination was deleted since: deleting it cancelled them for good."""
+    me = names[0]
+    kept, dropped = await stored(store, me), await stored(store, me)
+    body = {"body": "b", "destinations": [{"destination_id": str(d)} for d in (kept, dropped)]}
+    nid = UUID((await (await post(api, me, body)).json())["id"])
+    await store.pool.execute(
+        "UPDATE deliveries SET status = 'failed' WHERE notification_id = $1 AND position = 0", nid
+    )
+    assert await Destinations(store.pool).delete(dropped, me)
+    r = await api.post(f"/api/notifications/{nid}/retry", headers=creds(me))
+    assert r.status < 300, await r.text()
+    assert [d["status"] for d in await deliveries(store, nid)] == ["pending", "cancelled"]
