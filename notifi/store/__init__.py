@@ -429,9 +429,7 @@ class Store:
     async def _destination_states(self, ids: list[UUID]) -> list[DestinationState]:
         rows = {r["id"]: r for r in await self.pool.fetch(query("destination_states_of"), ids)}
         gone = DestinationState(gone=True)
-        return [
-            DestinationState(False, r["enabled"]) if (r := rows.get(i)) else gone for i in ids
-        ]
+        return [DestinationState(False, r["enabled"]) if (r := rows.get(i)) else gone for i in ids]
 
     async def claim_in_postgres(
         self, keys: Sequence[Key], ttl_s: float, *, tokens: Sequence[str | None] | None = None
@@ -458,7 +456,14 @@ class Store:
     ) -> list[asyncpg.Record]:
         """Writes a batch of outcomes (and jobs sent back to the outbox) in one transaction,
         with what they change of stored destinations; returns the destinations this batch
-        disabled (notifi.store.recording)."""
+        disabled (notifi.store.recording). It locks deliveries before their notifications, a
+        notification's DELETE the other way round: a deadlock rolls the batch back whole, and
+        it is written again."""
+        return await retry_deadlocks(lambda: self._record(finished, requeued))
+
+    async def _record(
+        self, finished: Sequence[Finished], requeued: Sequence[DeliveryJob]
+    ) -> list[asyncpg.Record]:
         async with self.pool.acquire() as conn, conn.transaction():
             return await recording.record(conn, finished, requeued)
 
