@@ -40,20 +40,25 @@ SELECT * FROM destinations
  LIMIT $4 OFFSET $5;
 
 -- name: destination_stats --
--- Per destination: attempts of the last 24 h (a range of delivery_attempts_destination), and
--- the newest success and failure at any age (that index backwards, stopping at the first).
+-- Per destination: successes and failures of the last 24 h, and the newest success and failure
+-- at any age, each from its own partial index (delivery_attempts_destination_ok / _failed):
+-- counts are ranges of them, the newest is their first entry backwards.
 SELECT d.id,
-       s.attempts_24h,
-       s.successes_24h,
+       ok24.n + bad24.n AS attempts_24h,
+       ok24.n AS successes_24h,
        ok.started_at AS last_success_at,
        bad.started_at AS last_failure_at
   FROM unnest($1::uuid[]) AS d (id)
  CROSS JOIN LATERAL (
-        SELECT count(*) AS attempts_24h,
-               count(*) FILTER (WHERE a.outcome = 'delivered') AS successes_24h
-          FROM delivery_attempts a
-         WHERE a.destination_id = d.id AND a.started_at >= now() - interval '24 hours'
-       ) s
+        SELECT count(*) AS n FROM delivery_attempts a
+         WHERE a.destination_id = d.id AND a.outcome = 'delivered'
+           AND a.started_at >= now() - interval '24 hours'
+       ) ok24
+ CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM delivery_attempts a
+         WHERE a.destination_id = d.id AND a.outcome <> 'delivered'
+           AND a.started_at >= now() - interval '24 hours'
+       ) bad24
   LEFT JOIN LATERAL (
         SELECT a.started_at FROM delivery_attempts a
          WHERE a.destination_id = d.id AND a.outcome = 'delivered'
