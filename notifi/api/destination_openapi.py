@@ -53,7 +53,10 @@ def paths(problem: Builder, json: Builder, body_errors: dict[str, Any]) -> dict[
                 "responses": {
                     "201": json("Destination", "Stored.", _LOCATION),
                     "400": bad,
-                    "409": taken,
+                    "409": problem(
+                        "This client has a destination with this name already, or stores as "
+                        "many destinations as it may (api.max_stored_destinations)."
+                    ),
                     **writes,
                     "422": invalid,
                 },
