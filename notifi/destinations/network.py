@@ -4,6 +4,7 @@ checked at submit time, which refuses IP literals in any but their canonical for
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -21,6 +22,10 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # A label that C's inet_aton (and the WHATWG URL parser) reads as a number: decimal, octal
 # with a leading 0, or hex with 0x.
 _NUMBER_LABEL = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
+# Addresses and URLs whose checks are remembered (each check is a pure function of its text;
+# every accept and every send of the same destination would otherwise parse it again).
+_CACHED_ADDRESSES = 4096
+_CACHED_URLS = 1024
 
 
 class BlockedAddress(OSError):
@@ -30,6 +35,9 @@ class BlockedAddress(OSError):
 class AddressPolicy:
     def __init__(self, allowed_networks: Sequence[str] = ()) -> None:
         self.allowed = []
+        # The decision per address as written, since every send to an IP literal asks again
+        # (the policy never changes after start; bounded, as addresses come from clients).
+        self._allowed_text: dict[str, bool] = {}
         for cidr in allowed_networks:
             try:
                 self.allowed.append(ipaddress.ip_network(cidr, strict=False))
@@ -42,8 +50,14 @@ class AddressPolicy:
         return not _is_internal(ip)
 
     def check(self, host: str, ip_text: str) -> None:
-        ip = ipaddress.ip_address(ip_text.split("%", 1)[0])  # drop an IPv6 zone id
-        if not self.is_allowed(ip):
+        allowed = self._allowed_text.get(ip_text)
+        if allowed is None:
+            allowed = self.is_allowed(ipaddress.ip_address(ip_text.split("%", 1)[0]))  # no zone id
+            if len(self._allowed_text) >= _CACHED_ADDRESSES:
+                self._allowed_text.clear()
+            self._allowed_text[ip_text] = allowed
+        if not allowed:
+            ip = ipaddress.ip_address(ip_text.split("%", 1)[0])
             raise BlockedAddress(
                 f"{host} is {ip}, a private, loopback or link-local address; "
                 "add it to delivery.allowed_networks to allow it"
@@ -77,6 +91,16 @@ def literal_ip(host: str) -> IPAddress | None:
         return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
     except ValueError:
         return None
+
+
+@functools.lru_cache(maxsize=_CACHED_URLS)
+def literal_host(url: str) -> tuple[str, str | None]:
+    """A URL's host as aiohttp connects to it, and its address when it is an IP literal (which
+    aiohttp connects to without the resolver, so the sender checks it itself). Raises
+    ValueError for a URL yarl cannot read."""
+    host = URL(url).host or ""
+    ip = literal_ip(host)
+    return host, None if ip is None else str(ip)
 
 
 class GuardedResolver(AbstractResolver):
@@ -140,6 +164,11 @@ def check_url(url: str) -> str | None:
     """What is wrong with a destination URL's shape (no DNS here), or None."""
     if len(url) > MAX_URL_CHARS:
         return f"must be at most {MAX_URL_CHARS} characters"
+    return _check_url_shape(url)
+
+
+@functools.lru_cache(maxsize=_CACHED_URLS)
+def _check_url_shape(url: str) -> str | None:
     if any(c.isspace() for c in url):
         return "must not contain spaces"
     if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in url):

@@ -20,10 +20,14 @@ from typing import Any
 
 import aiohttp
 import orjson
-from yarl import URL
 
 from notifi.destinations.base import Outcome, SendResult, bounded
-from notifi.destinations.network import AddressPolicy, BlockedAddress, GuardedResolver, literal_ip
+from notifi.destinations.network import (
+    AddressPolicy,
+    BlockedAddress,
+    GuardedResolver,
+    literal_host,
+)
 from notifi.model import Notification
 
 SECRET_PREFIX = "whsec_"
@@ -185,9 +189,9 @@ class WebhookSender:
                 secret, destination.get("previous_secret"), msg_id, timestamp, payload
             )
         try:
-            host = URL(url).host or ""
-            if (ip := literal_ip(host)) is not None:  # aiohttp skips the resolver for these
-                self._policy.check(host, str(ip))
+            host, ip = literal_host(url)
+            if ip is not None:  # aiohttp skips the resolver for these
+                self._policy.check(host, ip)
             async with self._session.post(
                 url,
                 data=payload,
