@@ -39,6 +39,11 @@ class DeliveryConsumer(ConsumingActor[DeliveryJob]):
     below the oldest job still in flight (actors/consumer.py)."""
 
     backoff = Backoff()  # between tries while Postgres is away
+    # Jobs loaded at most this many at a time, and only while fewer wait for a worker: a job
+    # that waits long after its load is read again by its worker (RECHECK_AFTER_S), so under a
+    # backlog loading a whole fetch at once cost one more query for nearly every job.
+    load_ahead = 64
+    room_poll_s = 0.005  # how often a full outbox is looked at again
 
     def __init__(
         self,
@@ -73,6 +78,18 @@ class DeliveryConsumer(ConsumingActor[DeliveryJob]):
         return events.read_delivery_due(record.value)
 
     async def handle(self, messages: list[Message[DeliveryJob]]) -> None:
+        for start in range(0, len(messages), self.load_ahead):
+            await self._wait_for_room()
+            await self._load_and_hand_over(messages[start : start + self.load_ahead])
+
+    async def _wait_for_room(self) -> None:
+        """Until fewer than `load_ahead` jobs wait for a worker (or a stop: then on as before,
+        the workers drain the mailbox)."""
+        while self._outbox.qsize() >= self.load_ahead:
+            if await self.sleep(self.room_poll_s):
+                return
+
+    async def _load_and_hand_over(self, messages: list[Message[DeliveryJob]]) -> None:
         load = partial(self._store.load_jobs, [m.value.key for m in messages])
         rows = await self._postgres.call(load, self.sleep)
         now = datetime.now(UTC)
