@@ -89,3 +89,43 @@ async def test_postgres_away_at_load_is_ridden_out_and_nothing_is_committed_mean
     consumer.request_stop()
     await asyncio.wait_for(running, 5)
     await consumer.on_stop()
+
+
+async def test_jobs_are_loaded_only_while_few_wait_for_a_worker() -> None:
+    """A fetch is loaded `load_ahead` jobs at a time, each chunk once fewer wait in the workers'
+    mailbox: a job loaded long before a worker takes it would be read again by that worker."""
+    store, bus = FakeJobStore(), MemoryBus()
+    rows = [job_row() for _ in range(5)]
+    for row in rows:
+        store.add(row)
+    now = datetime.now(UTC)
+    jobs = [DeliveryJob(r["notification_id"], 0, 1, now) for r in rows]
+    box: Mailbox[Work] = Mailbox("work", 100)
+    consumer = DeliveryConsumer(
+        "consumer", bus, store, box, topic=TOPIC, group=GROUP, fetch_max=100,
+        instance_id="pod-0", process_token="p1", drain_timeout_s=1,
+    )  # fmt: skip
+    consumer.load_ahead = 2
+    await consumer.on_start()
+    await bus.publish(TOPIC, events.delivery_due(jobs))
+    running = asyncio.create_task(consumer.run())
+    await wait_until(lambda: box.qsize() == 2)
+    await asyncio.sleep(0.1)  # nobody takes them: the next chunk waits unloaded
+    assert box.qsize() == 2 and store.calls.count("load_jobs") == 1
+    taken = []
+    async with box.take() as work:
+        taken.append(work)  # one left waiting, fewer than two: the next chunk comes
+    await wait_until(lambda: box.qsize() == 3)
+    await asyncio.sleep(0.1)
+    assert store.calls.count("load_jobs") == 2
+    while len(taken) < 5:
+        async with box.take() as work:
+            taken.append(work)
+    assert [w.job.key for w in taken] == [j.key for j in jobs]
+    assert store.calls.count("load_jobs") == 3
+    for w in taken:
+        w.ack()
+    await wait_until(lambda: committed(bus) == 5, timeout_s=5)
+    consumer.request_stop()
+    await asyncio.wait_for(running, 5)
+    await consumer.on_stop()
