@@ -1,5 +1,6 @@
 """The Postgres store: every read and write of Notifi's system of record, batched where the hot
-paths need it. The SQL itself lives in queries.sql."""
+paths need it (the delivery role's in notifi.store.delivering). The SQL itself lives in the
+named blocks of the `*.sql` files beside this one."""
 
 from __future__ import annotations
 
@@ -15,16 +16,9 @@ import asyncpg
 import orjson
 
 from notifi import lifecycle
-from notifi.batching import Coalescer
-from notifi.model import (
-    DeliveryJob,
-    DeliveryStatus,
-    DestinationState,
-    NewNotification,
-    NotificationState,
-)
-from notifi.store import recording
+from notifi.model import DeliveryJob, DeliveryStatus, NewNotification
 from notifi.store.deadlocks import retry_deadlocks
+from notifi.store.delivering import DeliveryStore, Finished
 from notifi.store.migrate import ensure_database, migrate
 from notifi.store.references import Written, write_deliveries
 from notifi.store.sql import query
@@ -41,7 +35,6 @@ __all__ = [
     "migrate",
 ]
 
-Key = tuple[UUID, int]
 ID_MIN = UUID(int=0)
 ID_MAX = UUID(int=(1 << 128) - 1)
 
@@ -94,26 +87,6 @@ class Stats:
     attempts_truncated: bool  # the bound on attempts read cut the window short
 
 
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """The end of one delivery attempt, or of a job that found the work already done."""
-
-    job: DeliveryJob
-    new_status: DeliveryStatus
-    started_at: datetime | None = None  # None: no attempt was made (recovered record)
-    duration_ms: float = 0.0
-    outcome: str | None = None
-    status_code: int | None = None
-    error: str | None = None
-    next_attempt_at: datetime | None = None
-    # A stored destination's: its id, whether this attempt starts (True) or ends (False) its
-    # failing streak (None: no change to write), and why this attempt disabled it (None: it
-    # did not). notifi.store.recording writes them.
-    destination_id: UUID | None = None
-    failing: bool | None = None
-    disable_reason: str | None = None
-
-
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "jsonb",
@@ -123,16 +96,8 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-def _keys(keys: Sequence[Key]) -> tuple[list[UUID], list[int]]:
-    return [k[0] for k in keys], [k[1] for k in keys]
-
-
-class Store:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-        # Workers waking for many jobs due at one instant ask together: one query per turn.
-        self.state_of = Coalescer(self._states)
-        self.destination_state_of = Coalescer(self._destination_states)
+class Store(DeliveryStore):
+    """Every read and write of the system of record; the delivery role's are its base's."""
 
     @classmethod
     async def open(
@@ -411,61 +376,6 @@ class Store:
             query("expire_idempotency_keys"), lo, hi, retention_s, limit
         )
         return int(status.split()[-1])
-
-    # -- delivery ---------------------------------------------------------------------
-
-    async def load_jobs(self, keys: Sequence[Key]) -> dict[Key, asyncpg.Record]:
-        rows = await self.pool.fetch(query("load_jobs"), *_keys(keys))
-        return {(r["notification_id"], r["position"]): r for r in rows}
-
-    async def _states(self, ids: list[UUID]) -> list[NotificationState]:
-        rows = {r["id"]: r for r in await self.pool.fetch(query("states_of"), ids)}
-        gone = NotificationState(deleted=True)
-        return [
-            NotificationState(r["deleted"], r["scheduled_at"]) if (r := rows.get(i)) else gone
-            for i in ids
-        ]
-
-    async def _destination_states(self, ids: list[UUID]) -> list[DestinationState]:
-        rows = {r["id"]: r for r in await self.pool.fetch(query("destination_states_of"), ids)}
-        gone = DestinationState(gone=True)
-        return [DestinationState(False, r["enabled"]) if (r := rows.get(i)) else gone for i in ids]
-
-    async def claim_in_postgres(
-        self, keys: Sequence[Key], ttl_s: float, *, tokens: Sequence[str | None] | None = None
-    ) -> set[Key]:
-        """Leases on the delivery rows (the claim while Redis is away), each held by its job
-        token (notifi.claims); the keys claimed. At most one token per key."""
-        held_by = list(tokens) if tokens is not None else [None] * len(keys)
-        rows = await self.pool.fetch(query("claim_in_postgres"), *_keys(keys), held_by, ttl_s)
-        return {(r[0], r[1]) for r in rows}
-
-    async def mark_delivered_in_postgres(self, keys: Sequence[Key]) -> None:
-        """Marks deliveries delivered at once (the delivered mark while Redis is away)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(query("mark_delivered_in_postgres"), *_keys(keys))
-            if rows:
-                await conn.execute(query("refresh_status"), list({r[0] for r in rows}))
-
-    async def delivered_in_postgres(self, keys: Sequence[Key]) -> set[Key]:
-        rows = await self.pool.fetch(query("delivered_in_postgres"), *_keys(keys))
-        return {(r[0], r[1]) for r in rows}
-
-    async def record(
-        self, finished: Sequence[Finished], requeued: Sequence[DeliveryJob]
-    ) -> list[asyncpg.Record]:
-        """Writes a batch of outcomes (and jobs sent back to the outbox) in one transaction,
-        with what they change of stored destinations; returns the destinations this batch
-        disabled (notifi.store.recording). It locks deliveries before their notifications, a
-        notification's DELETE the other way round: a deadlock rolls the batch back whole, and
-        it is written again."""
-        return await retry_deadlocks(lambda: self._record(finished, requeued))
-
-    async def _record(
-        self, finished: Sequence[Finished], requeued: Sequence[DeliveryJob]
-    ) -> list[asyncpg.Record]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            return await recording.record(conn, finished, requeued)
 
 
 def _initial_status(n: NewNotification) -> str:

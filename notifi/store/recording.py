@@ -16,7 +16,7 @@ from notifi.model import DeliveryJob, DeliveryStatus
 from notifi.store.sql import query
 
 if TYPE_CHECKING:
-    from notifi.store import Finished
+    from notifi.store.delivering import Finished
 
 
 async def record(
