@@ -135,19 +135,24 @@ class DeliveryWorker(Actor):
         self._limits, self._disable_after_s = limits, disable_after_s
 
     async def run(self) -> None:
+        # The worker's task has a context of its own: its name is bound once, a job's ids for
+        # that job (bound_contextvars per job read the whole context each time).
+        structlog.contextvars.bind_contextvars(actor=self.name)
         while True:  # until stopped with an empty mailbox
             letter: Letter[Work]
             async with self.receive_letter() as letter:
                 work = letter.item
-                with structlog.contextvars.bound_contextvars(
-                    actor=self.name,
+                bound = structlog.contextvars.bind_contextvars(
                     notification_id=str(work.job.notification_id),
                     client_id=work.row["client_id"],
-                ):
+                )
+                try:
                     if outcome.should_quarantine(letter.redeliveries):
                         await self._quarantine(work, letter.redeliveries)
                     else:
                         await self._handle(work)
+                finally:
+                    structlog.contextvars.reset_contextvars(**bound)
 
     async def _quarantine(self, work: Work, crashes: int) -> None:
         job, kind = work.job, str(work.row["kind"])
