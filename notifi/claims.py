@@ -141,6 +141,11 @@ class Claims:
     def _key(self, kind: str, key: Key) -> str:
         return f"{self._prefix}:{kind}:{key[0]}:{key[1]}"
 
+    def _mark_and_claim(self, key: Key) -> tuple[str, str]:
+        """A job's delivered mark and claim keys (`_key`), its id formatted once."""
+        job = f"{key[0]}:{key[1]}"
+        return f"{self._prefix}:delivered:{job}", f"{self._prefix}:claim:{job}"
+
     def _redis_down(self, exc: Exception) -> None:
         now = time.monotonic()
         if now - self._warned_at > 10:
@@ -153,7 +158,7 @@ class Claims:
         """
         keys = []
         for key, _ in items:
-            keys += (self._key("delivered", key), self._key("claim", key))
+            keys += self._mark_and_claim(key)
         try:
             answers = [
                 int(a)
@@ -199,7 +204,7 @@ class Claims:
         away (then the recorder writes it once Postgres is back)."""
         names = []
         for key in keys:
-            names += (self._key("delivered", key), self._key("claim", key))
+            names += self._mark_and_claim(key)
         try:
             await self._mark_script(keys=names, args=[self._delivered_s])
             return [True] * len(keys)
