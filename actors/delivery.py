@@ -181,13 +181,8 @@ class DeliveryWorker(Actor):
 
     async def _handle(self, work: Work) -> None:
         job, expires_at = work.job, work.row.get("expires_at")
-        match outcome.gate(work.row):
-            case outcome.Gate.CANCEL:
-                await self._cancel(work)
-                return
-            case outcome.Gate.PAUSE:
-                await self._pause(work)
-                return
+        if await self._stopped_at(outcome.gate(work.row), work):
+            return
         if (moved := outcome.moved_later(job, work.row["scheduled_at"])) is not None:
             await self._move(work, moved)  # moved before the job was loaded
             return
@@ -207,15 +202,10 @@ class DeliveryWorker(Actor):
             if (moved := outcome.moved_later(job, state.scheduled_at)) is not None:
                 await self._move(work, moved)
                 return
-            match await self._gate_now(work):
-                case None:
-                    return  # stopping: uncommitted, comes back
-                case outcome.Gate.CANCEL:
-                    await self._cancel(work)
-                    return
-                case outcome.Gate.PAUSE:
-                    await self._pause(work)
-                    return
+            if (gate := await self._gate_now(work)) is None:
+                return  # stopping: uncommitted, comes back
+            if await self._stopped_at(gate, work):
+                return
         if outcome.is_expired(expires_at, datetime.now(UTC)):
             await self._expire(work)
             return
@@ -235,6 +225,18 @@ class DeliveryWorker(Actor):
             host_failed = await self._claim_and_send(work)
         finally:
             self._gate.release(host, host_failed=host_failed)
+
+    async def _stopped_at(self, gate: outcome.Gate, work: Work) -> bool:
+        """Ends a job its stored destination stops (deleted: cancelled, disabled: paused);
+        whether it did."""
+        match gate:
+            case outcome.Gate.CANCEL:
+                await self._cancel(work)
+            case outcome.Gate.PAUSE:
+                await self._pause(work)
+            case _:
+                return False
+        return True
 
     async def _gate_now(self, work: Work) -> outcome.Gate | None:
         """The gate again, on the stored destination as it is now: it may have been disabled or
