@@ -1,4 +1,4 @@
-"""The REST API's aiohttp application: routes, authentication, problem documents, paging.
+"""The REST API's aiohttp application: routes, authentication, problem documents.
 Bodies are read through `notifi.api.body` (guarded: size, time, encoding, nesting); the
 webhook secrets and header values of a decoded body are declared to the log redaction
 (`notifi.logs.hide`)."""
@@ -6,8 +6,6 @@ webhook secrets and header values of a decoded body are declared to the log reda
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -20,11 +18,11 @@ import structlog
 from aiohttp import web
 
 from notifi import logs, metrics
-from notifi.api import reschedule, resources, stats
+from notifi.api import paging, reschedule, resources, stats
 from notifi.api.body import decode_json, expect_within, read_body
 from notifi.api.console import add_console_routes
 from notifi.api.dates import EXAMPLE, parse_rfc3339
-from notifi.api.destinations import Readers, add_destination_routes
+from notifi.api.destinations import add_destination_routes
 from notifi.api.health import add_health_routes
 from notifi.api.openapi import openapi
 from notifi.api.responses import json_response, problem_response
@@ -52,7 +50,6 @@ from notifi.store import ID_MAX, ID_MIN, Accepted, AcceptOutcome, Store, id_at, 
 
 log = structlog.get_logger(__name__)
 
-MAX_OFFSET = 100_000  # deeper pages are slow by nature; a cursor is the way there
 MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -256,26 +253,6 @@ async def create_bulk(request: web.Request) -> web.Response:
     )
 
 
-def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    text = request.query.get(name)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidParameter(f"{name} must be an integer", pointer=name) from None
-    if not lo <= value <= hi:
-        raise InvalidParameter(f"{name} must be between {lo} and {hi}", pointer=name)
-    return value
-
-
-def _bool_param(request: web.Request, name: str) -> bool:
-    text = request.query.get(name, "false").lower()
-    if text not in ("true", "false", "1", "0"):
-        raise InvalidParameter(f"{name} must be true or false", pointer=name)
-    return text in ("true", "1")
-
-
 _LIST_PARAMS = {
     "limit",
     "offset",
@@ -287,23 +264,6 @@ _LIST_PARAMS = {
     "destination_type",
 }
 DESTINATION_TYPES = tuple(destination_schemas())  # webhook, email, slack, discord, teams
-
-
-def encode_cursor(last_id: UUID) -> str:
-    return base64.urlsafe_b64encode(last_id.bytes).decode().rstrip("=")
-
-
-def _cursor_param(request: web.Request) -> UUID | None:
-    text = request.query.get("cursor")
-    if text is None:
-        return None
-    if text == "":
-        return ID_MAX  # an empty cursor starts keyset paging from the newest
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        return UUID(bytes=raw)
-    except (ValueError, binascii.Error):
-        raise InvalidParameter("cursor is not one this API gave out", pointer="cursor") from None
 
 
 def _time_param(request: web.Request, name: str) -> datetime | None:
@@ -323,15 +283,11 @@ async def list_notifications(request: web.Request) -> web.Response:
     unknown = sorted(set(request.query) - _LIST_PARAMS)
     if unknown:
         raise InvalidParameter(f"unknown query parameter {unknown[0]!r}", pointer=unknown[0])
-    limit = _int_param(request, "limit", ctx.default_page_size, 1, ctx.max_page_size)
-    offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
-    cursor = _cursor_param(request)
-    if cursor is not None and "offset" in request.query:
-        raise InvalidParameter("give cursor or offset, not both", pointer="offset")
+    at = paging.window(request, ctx.default_page_size, ctx.max_page_size)
     after, before = _time_param(request, "created_after"), _time_param(request, "created_before")
-    upper = min(cursor or ID_MAX, id_at(before) if before else ID_MAX)
+    upper = min(at.cursor or ID_MAX, id_at(before) if before else ID_MAX)
     lower = id_at(after) if after else ID_MIN
-    deleted = _bool_param(request, "deleted")
+    deleted = paging.bool_param(request, "deleted")
     status = request.query.get("status")
     if status is not None and status not in NOTIFICATION_STATUSES:
         raise InvalidParameter(
@@ -347,28 +303,13 @@ async def list_notifications(request: web.Request) -> web.Response:
         _client(request).sees,
         deleted=deleted,
         status=status,
-        limit=limit,
-        offset=offset,
+        limit=at.limit,
+        offset=at.offset,
         before=upper,
         since=lower,
         destination_type=destination_type,
     )
-    following = next_cursor = None
-    if len(rows) == limit:
-        next_cursor = encode_cursor(rows[-1]["id"])
-        if cursor is not None:
-            following = str(request.rel_url.update_query(cursor=next_cursor, limit=limit))
-        elif offset + limit <= MAX_OFFSET:
-            following = str(request.rel_url.update_query(offset=offset + limit, limit=limit))
-    return json_response(
-        {
-            "items": [resources.notification(r) for r in rows],
-            "limit": limit,
-            "offset": offset,
-            "next": following,
-            "next_cursor": next_cursor,
-        }
-    )
+    return json_response(paging.page(request, at, rows, [resources.notification(r) for r in rows]))
 
 
 async def get_notification(request: web.Request) -> web.Response:
@@ -448,8 +389,7 @@ def build_app(ctx: ApiContext, max_bulk_body_bytes: int = 4 << 20) -> web.Applic
     app.router.add_post("/api/notifications/{id}/retry", retry_notification)
     app.router.add_patch("/api/notifications/{id}", reschedule_notification)
     app.router.add_get("/api/stats", get_stats, allow_head=False)
-    readers = Readers(_client, _int_param, _bool_param, _cursor_param, encode_cursor, MAX_OFFSET)
-    add_destination_routes(app, ctx, readers)  # /api/destinations (stored destinations)
+    add_destination_routes(app, ctx, _client)  # /api/destinations (stored destinations)
     app.router.add_get("/api/openapi.json", openapi_document, allow_head=False)
     add_health_routes(app, ctx.ready)
     add_console_routes(app, ctx)  # the web console at /console

@@ -18,6 +18,7 @@ from uuid_utils.compat import uuid7
 
 from notifi import logs
 from notifi.api import destination_requests as dreq
+from notifi.api import paging
 from notifi.api.body import decode_json, expect_within, read_body
 from notifi.api.destination_schemas import TOPIC_PATTERN
 from notifi.api.responses import json_response
@@ -62,30 +63,17 @@ class TooManyDestinations(Conflict):
 
 
 @dataclass(frozen=True, slots=True)
-class Readers:
-    """app.py's readers of the caller and of the list parameters, handed over by build_app (so
-    this module never imports app.py, which imports it), and so both lists page alike."""
-
-    client: Callable[[web.Request], Client]
-    int_param: Callable[[web.Request, str, int, int, int], int]
-    bool_param: Callable[[web.Request, str], bool]
-    cursor_param: Callable[[web.Request], UUID | None]
-    encode_cursor: Callable[[UUID], str]
-    max_offset: int
-
-
-@dataclass(frozen=True, slots=True)
 class DestinationsApi:
     ctx: ApiContext
     store: Destinations
-    read: Readers
+    client: Callable[[web.Request], Client]  # app.py's reader of the caller
 
 
 DESTINATIONS = web.AppKey("destinations", DestinationsApi)
 
 
 def _client(request: web.Request) -> Client:
-    return request.app[DESTINATIONS].read.client(request)
+    return request.app[DESTINATIONS].client(request)
 
 
 def _id(request: web.Request) -> UUID:
@@ -164,39 +152,19 @@ def _topic_param(request: web.Request) -> str | None:
 async def list_destinations(request: web.Request) -> web.Response:
     """Paged as GET /api/notifications: limit, offset or cursor; `next` and `next_cursor`."""
     api = request.app[DESTINATIONS]
-    read = api.read
     unknown = sorted(set(request.query) - LIST_PARAMS)
     if unknown:
         raise InvalidParameter(f"unknown query parameter {unknown[0]!r}", pointer=unknown[0])
-    limit = read.int_param(request, "limit", api.ctx.default_page_size, 1, api.ctx.max_page_size)
-    offset = read.int_param(request, "offset", 0, 0, read.max_offset)
-    cursor = read.cursor_param(request)
-    if cursor is not None and "offset" in request.query:
-        raise InvalidParameter("give cursor or offset, not both", pointer="offset")
+    at = paging.window(request, api.ctx.default_page_size, api.ctx.max_page_size)
     rows = await api.store.list(
         _client(request).sees,
         topic=_topic_param(request),
         enabled=_enabled_param(request),
-        limit=limit,
-        offset=offset,
-        before=cursor or ID_MAX,
+        limit=at.limit,
+        offset=at.offset,
+        before=at.cursor or ID_MAX,
     )
-    following = next_cursor = None
-    if len(rows) == limit:
-        next_cursor = read.encode_cursor(rows[-1]["id"])
-        if cursor is not None:
-            following = str(request.rel_url.update_query(cursor=next_cursor, limit=limit))
-        elif offset + limit <= read.max_offset:
-            following = str(request.rel_url.update_query(offset=offset + limit, limit=limit))
-    return json_response(
-        {
-            "items": [dreq.resource(r) for r in rows],
-            "limit": limit,
-            "offset": offset,
-            "next": following,
-            "next_cursor": next_cursor,
-        }
-    )
+    return json_response(paging.page(request, at, rows, [dreq.resource(r) for r in rows]))
 
 
 async def get_destination(request: web.Request) -> web.Response:
@@ -256,7 +224,7 @@ async def recover(request: web.Request) -> web.Response:
     unknown = sorted(set(request.query) - RECOVER_PARAMS)
     if unknown:
         raise InvalidParameter(f"unknown query parameter {unknown[0]!r}", pointer=unknown[0])
-    dry_run = api.read.bool_param(request, "dry_run")
+    dry_run = paging.bool_param(request, "dry_run")
     since, until = dreq.recover_window(await _body(request), datetime.now(UTC))
     count = await api.store.recover(
         destination_id, _client(request).sees, since, until, dry_run=dry_run
@@ -266,9 +234,12 @@ async def recover(request: web.Request) -> web.Response:
     return json_response({"count": count}, 202)
 
 
-def add_destination_routes(app: web.Application, ctx: ApiContext, read: Readers) -> None:
-    """The routes, over a `Destinations` on the store's pool."""
-    app[DESTINATIONS] = DestinationsApi(ctx, Destinations(ctx.store.pool), read)
+def add_destination_routes(
+    app: web.Application, ctx: ApiContext, client: Callable[[web.Request], Client]
+) -> None:
+    """The routes, over a `Destinations` on the store's pool; `client` is app.py's reader of
+    the caller (handed over so that this module never imports app.py, which imports it)."""
+    app[DESTINATIONS] = DestinationsApi(ctx, Destinations(ctx.store.pool), client)
     expect = expect_within(ctx.max_body_bytes)
     app.router.add_post(PATH, create_destination, expect_handler=expect)
     app.router.add_get(PATH, list_destinations, allow_head=False)
