@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -21,15 +20,14 @@ from notifi import logs, metrics
 from notifi.api import paging, reschedule, resources, stats
 from notifi.api.body import decode_json, expect_within, read_body
 from notifi.api.console import add_console_routes
+from notifi.api.context import CONTEXT, ApiContext
 from notifi.api.dates import EXAMPLE, parse_rfc3339
 from notifi.api.destinations import add_destination_routes
 from notifi.api.health import add_health_routes
 from notifi.api.openapi import openapi
 from notifi.api.responses import json_response, problem_response
 from notifi.api.schemas import NOTIFICATION_STATUSES, destination_schemas
-from notifi.api.validation import Validator
-from notifi.auth import Authenticator, Client, Forbidden, NoAuth
-from notifi.destinations.network import AddressPolicy
+from notifi.auth import Client, Forbidden
 from notifi.errors import (
     Conflict,
     InternalError,
@@ -45,39 +43,13 @@ from notifi.errors import (
 )
 from notifi.model import NewNotification
 from notifi.outage import POSTGRES_AWAY
-from notifi.ratelimit import RateLimiter
-from notifi.store import ID_MAX, ID_MIN, Accepted, AcceptOutcome, Store, id_at, references
+from notifi.store import ID_MAX, ID_MIN, AcceptOutcome, id_at, references
 
 log = structlog.get_logger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 255
 
 
-@dataclass(frozen=True, slots=True)
-class ApiContext:
-    store: Store
-    validator: Validator
-    submit: Callable[[NewNotification], Awaitable[Accepted]]  # the accept writer's mailbox
-    ready: Callable[[], Awaitable[dict[str, bool]]]
-    default_page_size: int
-    max_page_size: int
-    auth: Authenticator = field(default_factory=NoAuth)
-    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
-    max_body_bytes: int = 262_144  # a single notification; bulk bodies may be larger
-    body_timeout_s: float = 30.0  # a body must arrive within this (api.body_timeout)
-    metric_clients: frozenset[str] = frozenset({"anonymous"})  # bounded label values
-    # Stored destinations: their URLs meet the sender's policy at create and PATCH (an IP
-    # literal or localhost outside delivery.allowed_networks is a 422), and a rotated-out
-    # webhook secret still signs for delivery.rotation_overlap seconds.
-    address_policy: AddressPolicy = field(default_factory=AddressPolicy)
-    rotation_overlap_s: float = 86_400.0
-    max_stored_destinations: int = 10_000  # per client
-
-    def client_label(self, client: Client) -> str:
-        return client.id if client.id in self.metric_clients else "other"
-
-
-CONTEXT = web.AppKey("context", ApiContext)
 BULK_BODY_BYTES = web.AppKey("bulk_body_bytes", int)
 CLIENT = web.RequestKey("client", Client)
 PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/api/openapi.json"})

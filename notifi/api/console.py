@@ -11,16 +11,13 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
 
+from notifi.api.context import ApiContext
 from notifi.auth import CloudflareAuth, NoAuth, TokenAuth
 from notifi.errors import MethodNotAllowed, NotFound, Problem
-
-if TYPE_CHECKING:  # app.py calls us; importing it back would make a cycle
-    from notifi.api.app import ApiContext
 
 PREFIX = "/console"
 FILES_DIR = Path(__file__).with_name("console")

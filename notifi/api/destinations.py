@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from aiohttp import web
@@ -20,6 +20,7 @@ from notifi import logs
 from notifi.api import destination_requests as dreq
 from notifi.api import paging
 from notifi.api.body import decode_json, expect_within, read_body
+from notifi.api.context import ApiContext
 from notifi.api.destination_schemas import TOPIC_PATTERN
 from notifi.api.responses import json_response
 from notifi.auth import Client
@@ -38,9 +39,6 @@ from notifi.store.destinations import (
     RotateOutcome,
     TooMany,
 )
-
-if TYPE_CHECKING:  # app.py calls us; importing it at the top would make a cycle
-    from notifi.api.app import ApiContext
 
 PATH = "/api/destinations"
 LIST_PARAMS = frozenset({"limit", "offset", "cursor", "topic", "enabled"})

@@ -18,8 +18,9 @@ import orjson
 from notifi import lifecycle
 from notifi.model import DeliveryJob, DeliveryStatus, NewNotification
 from notifi.store.deadlocks import retry_deadlocks
-from notifi.store.delivering import DeliveryStore, Finished
+from notifi.store.delivering import DeliveryStore
 from notifi.store.migrate import ensure_database, migrate
+from notifi.store.recording import Finished
 from notifi.store.references import Written, write_deliveries
 from notifi.store.sql import query
 

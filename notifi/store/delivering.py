@@ -5,39 +5,18 @@ while Redis is away, and the recorder's batches of outcomes (notifi.store.record
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
 from notifi.batching import Coalescer
-from notifi.model import DeliveryJob, DeliveryStatus, DestinationState, NotificationState
+from notifi.model import DeliveryJob, DestinationState, NotificationState
 from notifi.store import recording
 from notifi.store.deadlocks import retry_deadlocks
+from notifi.store.recording import Finished
 from notifi.store.sql import query
 
 Key = tuple[UUID, int]
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """The end of one delivery attempt, or of a job that found the work already done."""
-
-    job: DeliveryJob
-    new_status: DeliveryStatus
-    started_at: datetime | None = None  # None: no attempt was made (recovered record)
-    duration_ms: float = 0.0
-    outcome: str | None = None
-    status_code: int | None = None
-    error: str | None = None
-    next_attempt_at: datetime | None = None
-    # A stored destination's: its id, whether this attempt starts (True) or ends (False) its
-    # failing streak (None: no change to write), and why this attempt disabled it (None: it
-    # did not). notifi.store.recording writes them.
-    destination_id: UUID | None = None
-    failing: bool | None = None
-    disable_reason: str | None = None
 
 
 def _keys(keys: Sequence[Key]) -> tuple[list[UUID], list[int]]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 import asyncpg
@@ -15,8 +15,25 @@ import asyncpg
 from notifi.model import DeliveryJob, DeliveryStatus
 from notifi.store.sql import query
 
-if TYPE_CHECKING:
-    from notifi.store.delivering import Finished
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The end of one delivery attempt, or of a job that found the work already done."""
+
+    job: DeliveryJob
+    new_status: DeliveryStatus
+    started_at: datetime | None = None  # None: no attempt was made (recovered record)
+    duration_ms: float = 0.0
+    outcome: str | None = None
+    status_code: int | None = None
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+    # A stored destination's: its id, whether this attempt starts (True) or ends (False) its
+    # failing streak (None: no change to write), and why this attempt disabled it (None: it
+    # did not). notifi.store.recording writes them.
+    destination_id: UUID | None = None
+    failing: bool | None = None
+    disable_reason: str | None = None
 
 
 async def record(
