@@ -17,11 +17,10 @@ import structlog
 from aiohttp import web
 
 from notifi import logs, metrics
-from notifi.api import paging, reschedule, resources, stats
+from notifi.api import dates, paging, reschedule, resources, stats
 from notifi.api.body import decode_json, expect_within, read_body
 from notifi.api.console import add_console_routes
 from notifi.api.context import CONTEXT, ApiContext
-from notifi.api.dates import EXAMPLE, parse_rfc3339
 from notifi.api.destinations import add_destination_routes
 from notifi.api.health import add_health_routes
 from notifi.api.openapi import openapi
@@ -240,14 +239,7 @@ DESTINATION_TYPES = tuple(destination_schemas())  # webhook, email, slack, disco
 
 def _time_param(request: web.Request, name: str) -> datetime | None:
     text = request.query.get(name)
-    if text is None:
-        return None
-    when = parse_rfc3339(text)
-    if when is None:
-        raise InvalidParameter(
-            f"{name} must be an RFC 3339 date-time with an offset, such as {EXAMPLE}", pointer=name
-        )
-    return when
+    return None if text is None else dates.instant(text, name, name, InvalidParameter)
 
 
 async def list_notifications(request: web.Request) -> web.Response:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from notifi.errors import InvalidRequest, Problem
+
 EXAMPLE = "2026-11-24T18:00:00Z"
 
 
@@ -20,3 +22,16 @@ def parse_rfc3339(text: str) -> datetime | None:
         return when.astimezone(UTC)
     except OverflowError:
         return None
+
+
+def instant(
+    text: str, name: str, pointer: str, problem: type[Problem] = InvalidRequest
+) -> datetime:
+    """`text` read as above, or `problem` (a 422 in a body, a 400 in a query) naming `name`."""
+    when = parse_rfc3339(text)
+    if when is None:
+        raise problem(
+            f"{name} must be an RFC 3339 date-time with an offset, such as {EXAMPLE}",
+            pointer=pointer,
+        )
+    return when

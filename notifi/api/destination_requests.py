@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import fastjsonschema
 
-from notifi.api.dates import EXAMPLE, parse_rfc3339
+from notifi.api.dates import instant
 from notifi.api.destination_schemas import (
     ALL_TOPICS,
     COMMON_FIELDS,
@@ -199,8 +199,8 @@ def recover_window(body: Any, now: datetime) -> tuple[datetime, datetime]:
     """[since, until) of a recover: since required and at most 14 days back, until after it
     (default now)."""
     _checked(_check_recover, body)
-    since = _instant(body["since"], "since")
-    until = _instant(body["until"], "until") if "until" in body else now
+    since = instant(body["since"], "since", "/since")
+    until = instant(body["until"], "until", "/until") if "until" in body else now
     if since < now - MAX_RECOVER_WINDOW - RECOVER_GRACE:
         raise InvalidRequest(
             f"since must be at most {MAX_RECOVER_WINDOW.days} days back", pointer="/since"
@@ -208,16 +208,6 @@ def recover_window(body: Any, now: datetime) -> tuple[datetime, datetime]:
     if since >= until:
         raise InvalidRequest("since must be before until", pointer="/since")
     return since, until
-
-
-def _instant(text: str, name: str) -> datetime:
-    when = parse_rfc3339(text)
-    if when is None:
-        raise InvalidRequest(
-            f"{name} must be an RFC 3339 date-time with an offset, such as {EXAMPLE}",
-            pointer=f"/{name}",
-        )
-    return when
 
 
 def resource(row: Mapping[str, Any], secret: str | None = None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from notifi.api.dates import EXAMPLE, parse_rfc3339
+from notifi.api.dates import instant
 from notifi.api.schemas import NOTIFICATION_STATUSES
 from notifi.errors import InvalidParameter, InvalidRequest
 from notifi.store import Stats, Store
@@ -49,7 +49,7 @@ def parse(params: Mapping[str, str], now: datetime) -> StatsQuery:
         raise InvalidParameter(f"unknown query parameter {unknown[0]!r}", pointer=unknown[0])
     since = now - DEFAULT_WINDOW
     if (text := params.get("since")) is not None:
-        since = _instant(text)
+        since = instant(text, "since", "since", InvalidParameter)
         if since > now:
             raise InvalidRequest("since must not be in the future", pointer="since")
         if since < now - MAX_WINDOW - WINDOW_GRACE:
@@ -70,16 +70,6 @@ def parse(params: Mapping[str, str], now: datetime) -> StatsQuery:
                 pointer="due_within",
             )
     return StatsQuery(since, due_within_s)
-
-
-def _instant(text: str) -> datetime:
-    when = parse_rfc3339(text)
-    if when is None:
-        raise InvalidParameter(
-            f"since must be an RFC 3339 date-time with an offset, such as {EXAMPLE}",
-            pointer="since",
-        )
-    return when
 
 
 def resource(found: Stats, asked: StatsQuery, now: datetime) -> dict[str, Any]:

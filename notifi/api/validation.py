@@ -23,7 +23,7 @@ from uuid_utils.compat import uuid7
 
 from notifi import lifecycle
 from notifi.api import headers, schemas
-from notifi.api.dates import EXAMPLE, parse_rfc3339
+from notifi.api.dates import instant
 from notifi.api.limits import Limits
 from notifi.destinations.email import address_error, recipients
 from notifi.destinations.network import check_url
@@ -350,12 +350,7 @@ def _date(
     if value is None:
         return None
     pointer = f"{prefix}/{name}"
-    when = parse_rfc3339(value)
-    if when is None:
-        raise InvalidRequest(
-            f"{name} must be an RFC 3339 date-time with an offset, such as {EXAMPLE}",
-            pointer=pointer,
-        )
+    when = instant(value, name, pointer)
     if when - now > ahead:
         raise InvalidRequest(f"{name} may be at most {ahead.days} days ahead", pointer=pointer)
     return when
