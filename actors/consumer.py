@@ -99,6 +99,11 @@ class ConsumingActor(Actor, Generic[T]):
         """Makes the work of `messages` durable and acks (or hands over) each one."""
         raise NotImplementedError
 
+    def give_up_held(self, partitions: set[TopicPartition] | None = None) -> int:
+        """Drops work handed over but not started (of `partitions`, or all on a stop), whose
+        offsets therefore stay uncommitted for whoever reads them next; how many messages."""
+        return 0
+
     # -- life cycle ---------------------------------------------------------------------
 
     async def on_start(self) -> None:
@@ -219,7 +224,8 @@ class ConsumingActor(Actor, Generic[T]):
     async def _drain(self) -> None:
         """Stopped fetching: waits for the messages in hand to be acked, commits them."""
         deadline = time.monotonic() + self._drain_timeout_s
-        while self._tracker.in_flight() and time.monotonic() < deadline:
+        given_up = self.give_up_held()  # never acked: not waited for
+        while self._tracker.in_flight() > given_up and time.monotonic() < deadline:
             await self._commit()
             await asyncio.sleep(0.02)  # not self.sleep: a stop is already requested
         await self._commit()
@@ -231,6 +237,7 @@ class ConsumingActor(Actor, Generic[T]):
         owner reads from the last commit, then forget them (acks still to come are for work
         the next owner will read again; the claims make the repeat harmless)."""
         assert self._consumer is not None
+        self.give_up_held(partitions)
         offsets = self._tracker.committable(partitions)
         in_flight = self._tracker.in_flight(partitions)
         self._tracker.forget(partitions)

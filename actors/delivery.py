@@ -22,6 +22,7 @@ from notifi.claims import Claim
 from notifi.destination_limits import DestinationLimits
 from notifi.destinations.base import Outcome, Sender, SendResult
 from notifi.hosts import BUSY_PATIENCE_S, HostGate
+from notifi.marks import ChangeMarks
 from notifi.model import (
     DeliveryJob,
     DeliveryStatus,
@@ -125,6 +126,7 @@ class DeliveryWorker(Actor):
         gate: HostGate,
         limits: DestinationLimits | None = None,
         disable_after_s: float = 0.0,
+        marks: ChangeMarks | None = None,
     ) -> None:
         super().__init__(name, inbox)
         self._recorder, self._store, self._claims = recorder, store, claims
@@ -133,6 +135,8 @@ class DeliveryWorker(Actor):
         # Stored destinations: the shared rate limits (None: not enforced, in tests) and how
         # long one may fail without a success before it is disabled (0: never by time).
         self._limits, self._disable_after_s = limits, disable_after_s
+        # What vouches for a job loaded early while Postgres is away (None: nothing does).
+        self._marks = marks
 
     async def run(self) -> None:
         # The worker's task has a context of its own: its name is bound once, a job's ids for
@@ -189,23 +193,12 @@ class DeliveryWorker(Actor):
         # Woken at the due time, or at the expiry when that comes first (then it ends below).
         if await self._sleep_until(outcome.not_after(job.due_at, expires_at)):
             return  # stopping: the job stays uncommitted and comes back after the restart
-        # Loaded before it was due (or long before its turn): a delete or a reschedule may have
-        # come since (checked at load otherwise).
+        # Loaded before it was due (or long before its turn): a delete, a reschedule or a change
+        # of its stored destination may have come since (checked at load otherwise).
         waited_s = (datetime.now(UTC) - work.loaded_at).total_seconds()
-        if job.due_at > work.loaded_at or waited_s > RECHECK_AFTER_S:
-            state = await self._until_stored(lambda: self._store.state_of(job.notification_id))
-            if state is None:
-                return  # stopping: uncommitted, comes back
-            if state.deleted:
-                work.ack()
-                return
-            if (moved := outcome.moved_later(job, state.scheduled_at)) is not None:
-                await self._move(work, moved)
-                return
-            if (gate := await self._gate_now(work)) is None:
-                return  # stopping: uncommitted, comes back
-            if await self._stopped_at(gate, work):
-                return
+        recheck = job.due_at > work.loaded_at or waited_s > RECHECK_AFTER_S
+        if recheck and await self._recheck(work) is not False:
+            return  # ended, moved, or (None) stopping: uncommitted, comes back
         if outcome.is_expired(expires_at, datetime.now(UTC)):
             await self._expire(work)
             return
@@ -234,21 +227,55 @@ class DeliveryWorker(Actor):
                 await self._cancel(work)
             case outcome.Gate.PAUSE:
                 await self._pause(work)
+            case outcome.Gate.RELOAD:
+                log.info("delivery_job_reloaded", position=work.job.position)
+                await self._requeue(work, datetime.now(UTC))
             case _:
                 return False
         return True
 
-    async def _gate_now(self, work: Work) -> outcome.Gate | None:
-        """The gate again, on the stored destination as it is now: it may have been disabled or
-        deleted since the job was loaded. None when a stop comes first."""
+    async def _recheck(self, work: Work) -> bool | None:
+        """Reads again what may have changed since the load (deleted, moved later, the stored
+        destination disabled, deleted or changed) and acts on it: whether the job ended or went
+        back to the outbox (None: a stop came first). While Postgres is away, Redis's change
+        marks may vouch that nothing changed (notifi.marks); otherwise this waits for it."""
+        job = work.job
+        try:
+            state = await self._store.state_of(job.notification_id)
+            gate = await self._gate_now(work)
+        except POSTGRES_AWAY as exc:
+            if self._marks is not None and await self._marks.unchanged(
+                work.loaded_at, job.notification_id, work.row.get("destination_id")
+            ):
+                metrics.rechecks_vouched.inc({})
+                return False
+            log.warning("store_unavailable_waiting", error=str(exc), vouched=False)
+            state = await self._until_stored(lambda: self._store.state_of(job.notification_id))
+            gate = await self._until_stored(lambda: self._gate_now(work))
+            if state is None or gate is None:
+                return None
+        if state.deleted:
+            work.ack()
+            return True
+        if (moved := outcome.moved_later(job, state.scheduled_at)) is not None:
+            await self._move(work, moved)
+            return True
+        return await self._stopped_at(gate, work)
+
+    async def _gate_now(self, work: Work) -> outcome.Gate:
+        """The gate again, on the stored destination as it is now: it may have been disabled,
+        deleted or changed since the job was loaded."""
         destination_id = work.row.get("destination_id")
         if destination_id is None:
             return outcome.Gate.SEND
-        state = await self._until_stored(lambda: self._store.destination_state_of(destination_id))
-        if state is None:
-            return None
+        state = await self._store.destination_state_of(destination_id)
         return outcome.gate(
-            {**work.row, "destination_gone": state.gone, "destination_enabled": state.enabled}
+            {
+                **work.row,
+                "destination_gone": state.gone,
+                "destination_enabled": state.enabled,
+                "destination_changed": state.updated_at != work.row.get("destination_updated_at"),
+            }
         )
 
     async def _rate_wait(self, work: Work) -> float | None:

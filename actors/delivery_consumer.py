@@ -1,20 +1,23 @@
 """The delivery role's consumer: fetches `delivery.due` jobs, loads what they need in one query
-per batch, and hands them to the workers (actors/delivery.py)."""
+per batch, and hands them to the workers (actors/delivery.py): at once when they are due, else
+at their due time from one timer (`notifi.holding`). Jobs come up to `poller.lookahead` ahead of
+their time, so work due while Postgres is briefly away is already here, loaded."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from functools import partial
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
 from actors.consumer import ConsumingActor, Message
 from actors.delivery import Work
-from notifi import events
+from notifi import events, metrics
 from notifi.bus import Bus
 from notifi.bus import Record as BusRecord
+from notifi.bus.base import TopicPartition
 from notifi.claims import job_token
+from notifi.holding import Holder
 from notifi.model import OPEN_STATUSES, DeliveryJob
 from notifi.outage import POSTGRES_AWAY, Backoff, Outage
 from notifi.runtime import Mailbox
@@ -44,6 +47,9 @@ class DeliveryConsumer(ConsumingActor[DeliveryJob]):
     # backlog loading a whole fetch at once cost one more query for nearly every job.
     load_ahead = 64
     room_poll_s = 0.005  # how often a full outbox is looked at again
+    # A job due later than this after its load is held by the timer, not handed to a worker
+    # that would sleep on it (a worker still never starts one early).
+    hold_from = timedelta(milliseconds=5)
 
     def __init__(
         self,
@@ -69,6 +75,7 @@ class DeliveryConsumer(ConsumingActor[DeliveryJob]):
         )
         self._store, self._outbox = store, outbox
         self._instance_id, self._process_token = instance_id, process_token
+        self._held: Holder[tuple[TopicPartition, Work]] = Holder(self._release)
 
     async def on_start(self) -> None:
         self._postgres = Outage("postgres", self.name, POSTGRES_AWAY, self.backoff)
@@ -89,10 +96,26 @@ class DeliveryConsumer(ConsumingActor[DeliveryJob]):
             if await self.sleep(self.room_poll_s):
                 return
 
+    def _release(self, held: list[tuple[TopicPartition, Work]]) -> None:
+        self._outbox.admit([work for _, work in held])  # admitted when loaded
+        metrics.jobs_held.set({}, len(self._held))
+
+    def give_up_held(self, partitions: set[TopicPartition] | None = None) -> int:
+        if partitions is None:
+            return len(self._held.clear())
+        return self._held.drop(lambda held: held[0] in partitions)
+
+    async def _load(self, keys: list[Key]) -> tuple[datetime, Mapping[Key, Mapping[str, Any]]]:
+        """The rows, and when the read began: what a job was loaded with is the state as of
+        no earlier than that (a worker that cannot reach Postgres later trusts the change marks
+        written since, `notifi.marks`)."""
+        began = datetime.now(UTC)
+        return began, await self._store.load_jobs(keys)
+
     async def _load_and_hand_over(self, messages: list[Message[DeliveryJob]]) -> None:
-        load = partial(self._store.load_jobs, [m.value.key for m in messages])
-        rows = await self._postgres.call(load, self.sleep)
-        now = datetime.now(UTC)
+        keys = [m.value.key for m in messages]
+        loaded_at, rows = await self._postgres.call(lambda: self._load(keys), self.sleep)
+        hold_after = datetime.now(UTC) + self.hold_from
         # Decide every message before handing any over: nothing below may raise once a job
         # is with the workers (the consuming actor would otherwise handle it again).
         handed, finished = [], []
@@ -109,4 +132,9 @@ class DeliveryConsumer(ConsumingActor[DeliveryJob]):
             token = job_token(
                 self._instance_id, self._process_token, r.topic, r.partition, r.offset
             )
-            await self._outbox.put(Work(m.value, row, token, m.hand_over(), now))
+            work = Work(m.value, row, token, m.hand_over(), loaded_at)
+            if m.value.due_at > hold_after:
+                self._held.hold(m.value.due_at, ((r.topic, r.partition), work))
+            else:
+                await self._outbox.put(work)
+        metrics.jobs_held.set({}, len(self._held))

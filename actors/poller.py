@@ -69,11 +69,15 @@ class Poller(Actor):
         target: str,
         interval_s: float,
         batch: int,
+        lookahead_s: float = 0.0,
     ) -> None:
         super().__init__(name)
         self._bus, self._store, self._target = bus, store, target
         self.lo, self.hi = lo, hi
         self._interval_s, self._batch = interval_s, batch
+        # Rows due within this are published now: at least one interval (the next poll would
+        # be late), and `poller.lookahead` so a delivery process holds them before they are due.
+        self._horizon_s = max(interval_s, lookahead_s)
         self._labels = {"range": f"{lo}-{hi}"}
 
     async def run(self) -> None:
@@ -99,7 +103,7 @@ class Poller(Actor):
                 return
 
     async def _poll_once(self) -> list[DeliveryJob]:
-        async with self._store.claim_due(self.lo, self.hi, self._interval_s, self._batch) as jobs:
+        async with self._store.claim_due(self.lo, self.hi, self._horizon_s, self._batch) as jobs:
             if jobs:
                 try:
                     await self._bus.publish(self._target, events.delivery_due(jobs))

@@ -139,6 +139,7 @@ def _delivery(process: Process, probes: list[Probe]) -> list[ChildSpec]:
                     gate=gate,
                     limits=process.limits,
                     disable_after_s=s.delivery.disable_after,
+                    marks=process.marks,
                 ),
                 shutdown_timeout_s=timeout,
             )
@@ -179,6 +180,7 @@ def _poller(process: Process) -> list[ChildSpec]:
                 target=process.topics.deliveries,
                 interval_s=s.poller.interval,
                 batch=s.poller.batch,
+                lookahead_s=s.poller.lookahead,
             ),
         )
         for i, (a, b) in enumerate(split(lo, hi, process.plan.pollers))
@@ -197,7 +199,7 @@ def _poller(process: Process) -> list[ChildSpec]:
                 batch=s.poller.batch,
                 # The broker lost its data: re-queue from Postgres at once, not after the grace.
                 bus_resets=lambda: bus.resets,
-                reset_lookahead_s=s.poller.interval,
+                reset_lookahead_s=max(s.poller.interval, s.poller.lookahead),
             ),
         )
     )
@@ -232,7 +234,7 @@ def _router(process: Process) -> list[ChildSpec]:
                 source=topics.notifications,
                 group=f"{s.kafka.topic_prefix}-router",
                 target=topics.deliveries,
-                horizon_s=s.poller.interval,
+                horizon_s=max(s.poller.interval, s.poller.lookahead),
                 fetch_max=s.kafka.fetch_max_records,
             ),
         )
@@ -269,6 +271,7 @@ def _api(process: Process, ready: Ready, probes: list[Probe]) -> list[ChildSpec]
         address_policy=AddressPolicy(s.delivery.allowed_networks),
         rotation_overlap_s=s.delivery.rotation_overlap,
         max_stored_destinations=s.api.max_stored_destinations,
+        marks=process.marks,
     )
     return [
         ChildSpec(

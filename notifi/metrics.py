@@ -127,6 +127,16 @@ jobs_moved = Counter(
     "Jobs published for a schedule a PATCH moved later, sent back to the outbox for the new time.",
     registry=REGISTRY,
 )
+rechecks_vouched = Counter(
+    "notifi_delivery_rechecks_vouched_total",
+    "Jobs loaded early sent while Postgres was away, vouched for by Redis's change marks.",
+    registry=REGISTRY,
+)
+jobs_held = Gauge(
+    "notifi_delivery_jobs_held",
+    "Jobs loaded ahead of their due time, held by the delivery consumer's timer.",
+    registry=REGISTRY,
+)
 destinations_disabled = Counter(
     "notifi_destinations_disabled_total",
     "Stored destinations disabled automatically, by reason (gone: a 410; failing: no success "

@@ -100,6 +100,7 @@ class DestinationState:
 
     gone: bool
     enabled: bool = False
+    updated_at: datetime | None = None  # its last change (fields, secret, state)
 
 
 @dataclass(frozen=True, slots=True)

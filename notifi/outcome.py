@@ -131,6 +131,7 @@ class Gate(StrEnum):
     SEND = "send"  # an inline or named destination, or a stored one that is enabled
     PAUSE = "pause"  # its stored destination is disabled: the delivery waits (paused)
     CANCEL = "cancel"  # its stored destination was deleted: nothing to send it to
+    RELOAD = "reload"  # its stored destination changed since the load: load the job again
 
 
 def gate(row: Mapping[str, Any]) -> Gate:
@@ -139,7 +140,9 @@ def gate(row: Mapping[str, Any]) -> Gate:
         return Gate.SEND
     if row.get("destination_gone"):
         return Gate.CANCEL
-    return Gate.SEND if row.get("destination_enabled") else Gate.PAUSE
+    if not row.get("destination_enabled"):
+        return Gate.PAUSE
+    return Gate.RELOAD if row.get("destination_changed") else Gate.SEND
 
 
 class DisableKind(StrEnum):

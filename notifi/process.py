@@ -17,6 +17,7 @@ from notifi.claims import Claims
 from notifi.destination_limits import DestinationLimits
 from notifi.destinations.network import AddressPolicy
 from notifi.destinations.webhook import make_session
+from notifi.marks import ChangeMarks
 from notifi.plan import Plan
 from notifi.settings import Settings
 from notifi.store import Store
@@ -38,6 +39,7 @@ class Process:
         self.store: Store
         self.bus: Bus
         self.claims: Claims | None = None  # delivery role only
+        self.marks: ChangeMarks | None = None  # api and delivery roles (notifi.marks)
         self.limits: DestinationLimits | None = None  # delivery role only: shared rate limits
         self.policy: AddressPolicy  # delivery role only
         self.http: aiohttp.ClientSession  # delivery role only: sends to destinations
@@ -74,13 +76,19 @@ class Process:
             )
         await self.bus.start()
         self._stack.push_async_callback(self.bus.stop)
+        if "delivery" in self.plan.roles or "api" in self.plan.roles:
+            redis = await self._open_redis()
+            self.marks = ChangeMarks(redis, prefix=s.redis.key_prefix)
+            self._stack.push_async_callback(self.marks.close)
         if "delivery" in self.plan.roles:
-            await self._open_delivery()
+            self._open_delivery(redis)
         if "api" in self.plan.roles:
+            assert self.marks is not None
+            self.marks.start()  # a predecessor may have died owing a raise of marks-since
             self.api_http = aiohttp.ClientSession()
             self._stack.push_async_callback(self.api_http.close)
 
-    async def _open_delivery(self) -> None:
+    async def _open_redis(self) -> aioredis.Redis:
         s = self.settings
         redis = aioredis.from_url(
             s.redis.url,
@@ -95,8 +103,12 @@ class Process:
                 "redis_unreachable_at_start",
                 url=s.redis.url,
                 error=str(exc),
-                fallback="delivery claims use Postgres until Redis is back",
+                fallback="claims use Postgres, and jobs due while Postgres is away wait for it",
             )
+        return redis
+
+    def _open_delivery(self, redis: aioredis.Redis) -> None:
+        s = self.settings
         self.claims = Claims(
             redis,
             self.store,

@@ -101,6 +101,7 @@ class Poller:
     pollers: int
     backstop_interval: float
     backstop_grace: float
+    lookahead: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -213,6 +214,7 @@ _RULES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("api", "max_stored_destinations"): (lambda v: 1 <= v <= 30_000, "between 1 and 30000"),
     ("api", "rate_limit"): (lambda v: v >= 0, "0 (no limit) or more requests per second"),
     ("supervisor", "drain_delay"): (lambda v: v >= 0, "0 or more seconds"),
+    ("poller", "lookahead"): (lambda v: 0 <= v <= 300, "between 0 and 300 seconds"),
     ("retention", "delivered"): (lambda v: v >= 0, "0 (keep forever) or more seconds"),
     ("retention", "failed"): (lambda v: v >= 0, "0 (keep forever) or more seconds"),
     ("delivery", "rotation_overlap"): (lambda v: v >= 0, "0 (no overlap) or more seconds"),

@@ -287,7 +287,9 @@ async def get_notification(request: web.Request) -> web.Response:
 async def delete_notification(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     notification_id, client = _notification_id(request), _client(request).sees
-    if not await ctx.store.delete(notification_id, client):
+    async with ctx.changing(notifications=[notification_id]):
+        deleted = await ctx.store.delete(notification_id, client)
+    if not deleted:
         raise NotFound("No notification has this id.", pointer="id")
     row = await ctx.store.get(notification_id, client)
     return json_response(resources.notification(row))
@@ -316,9 +318,9 @@ async def reschedule_notification(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     notification_id, client = _notification_id(request), _client(request).sees
     body = await _json_body(request, ctx.max_body_bytes)
-    return json_response(
-        await reschedule.move(ctx.store, ctx.validator, notification_id, client, body)
-    )
+    async with ctx.changing(notifications=[notification_id]):
+        moved = await reschedule.move(ctx.store, ctx.validator, notification_id, client, body)
+    return json_response(moved)
 
 
 async def get_stats(request: web.Request) -> web.Response:

@@ -3,14 +3,18 @@ auth and rate limits, the sizes and the stored destinations' policy (one per app
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from uuid import UUID
 
 from aiohttp import web
 
 from notifi.api.validation import Validator
 from notifi.auth import Authenticator, Client, NoAuth
 from notifi.destinations.network import AddressPolicy
+from notifi.marks import ChangeMarks
 from notifi.model import NewNotification
 from notifi.ratelimit import RateLimiter
 from notifi.store import Accepted, Store
@@ -35,6 +39,17 @@ class ApiContext:
     address_policy: AddressPolicy = field(default_factory=AddressPolicy)
     rotation_overlap_s: float = 86_400.0
     max_stored_destinations: int = 10_000  # per client
+    # Changes that can stop or move a delivery mark Redis before they commit (notifi.marks);
+    # None: no delivery process trusts marks (tests of the API alone).
+    marks: ChangeMarks | None = None
+
+    def changing(
+        self, *, notifications: Iterable[UUID] = (), destinations: Iterable[UUID] = ()
+    ) -> AbstractAsyncContextManager[None]:
+        """Wraps a change that can stop or move deliveries (notifi.marks.ChangeMarks.changing)."""
+        if self.marks is None:
+            return contextlib.nullcontext()
+        return self.marks.changing(notifications=notifications, destinations=destinations)
 
     def client_label(self, client: Client) -> str:
         return client.id if client.id in self.metric_clients else "other"

@@ -181,11 +181,12 @@ async def patch_destination(request: web.Request) -> web.Response:
     body = await _body(request)
     ctx = api.ctx
     try:
-        row = await api.store.update(
-            destination_id,
-            _client(request).sees,
-            lambda row: dreq.patch(body, row, ctx.validator, ctx.address_policy),
-        )
+        async with ctx.changing(destinations=[destination_id]):
+            row = await api.store.update(
+                destination_id,
+                _client(request).sees,
+                lambda row: dreq.patch(body, row, ctx.validator, ctx.address_policy),
+            )
     except NameTaken as exc:
         raise DuplicateName(exc.detail, pointer="/name") from None
     if row is None:
@@ -195,7 +196,10 @@ async def patch_destination(request: web.Request) -> web.Response:
 
 async def delete_destination(request: web.Request) -> web.Response:
     api = request.app[DESTINATIONS]
-    if not await api.store.delete(_id(request), _client(request).sees):
+    destination_id = _id(request)
+    async with api.ctx.changing(destinations=[destination_id]):
+        deleted = await api.store.delete(destination_id, _client(request).sees)
+    if not deleted:
         raise _missing()
     return web.Response(status=204)
 
@@ -205,9 +209,10 @@ async def rotate_secret(request: web.Request) -> web.Response:
     destination_id = _id(request)
     secret = dreq.rotation_secret(await _body(request, optional=True))
     logs.hide([secret])
-    result = await api.store.rotate_secret(
-        destination_id, _client(request).sees, secret, api.ctx.rotation_overlap_s
-    )
+    async with api.ctx.changing(destinations=[destination_id]):
+        result = await api.store.rotate_secret(
+            destination_id, _client(request).sees, secret, api.ctx.rotation_overlap_s
+        )
     if result.outcome is RotateOutcome.NOT_FOUND:
         raise _missing()
     if result.outcome is RotateOutcome.NOT_WEBHOOK:

@@ -63,6 +63,13 @@ class Mailbox(Generic[T]):
         self._items.append(Letter(item))
         self._wake()
 
+    def admit(self, items: list[T]) -> None:
+        """Adds items past the bound, in order: they were admitted earlier (taken in under the
+        bound's back-pressure, then held until due)."""
+        if items:
+            self._items.extend(Letter(item) for item in items)
+            self._wake()
+
     def _wake(self) -> None:
         """Wakes takers from synchronous code (the condition needs its lock to notify)."""
 

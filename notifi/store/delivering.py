@@ -47,7 +47,10 @@ class DeliveryStore:
     async def _destination_states(self, ids: list[UUID]) -> list[DestinationState]:
         rows = {r["id"]: r for r in await self.pool.fetch(query("destination_states_of"), ids)}
         gone = DestinationState(gone=True)
-        return [DestinationState(False, r["enabled"]) if (r := rows.get(i)) else gone for i in ids]
+        return [
+            DestinationState(False, r["enabled"], r["updated_at"]) if (r := rows.get(i)) else gone
+            for i in ids
+        ]
 
     async def claim_in_postgres(
         self, keys: Sequence[Key], ttl_s: float, *, tokens: Sequence[str | None] | None = None

@@ -17,7 +17,8 @@ SELECT n.id AS notification_id, d.position, n.client_id, n.title, n.body, n.data
        END AS destination,
        d.status, d.attempts, d.destination_id,
        d.destination_id IS NOT NULL AND s.id IS NULL AS destination_gone,
-       s.enabled AS destination_enabled, s.failing_since, s.rate_limit
+       s.enabled AS destination_enabled, s.updated_at AS destination_updated_at,
+       s.failing_since, s.rate_limit
   FROM unnest($1::uuid[], $2::smallint[]) AS k(notification_id, position)
   JOIN deliveries d ON d.notification_id = k.notification_id AND d.position = k.position
   JOIN notifications n ON n.id = d.notification_id
@@ -111,5 +112,6 @@ SELECT DISTINCT notification_id FROM updated;
 
 -- name: destination_states_of --
 -- What delivery workers re-read of stored destinations when jobs come due (one query for
--- many): whether each still exists and is enabled. A deleted one has no row: gone.
-SELECT id, enabled FROM destinations WHERE id = ANY ($1::uuid[]);
+-- many): whether each still exists and is enabled, and when it last changed (a job loaded before
+-- a change is loaded again). A deleted one has no row: gone.
+SELECT id, enabled, updated_at FROM destinations WHERE id = ANY ($1::uuid[]);

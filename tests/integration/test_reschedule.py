@@ -255,6 +255,7 @@ async def test_malformed_bodies(api: TestClient) -> None:
 # is on the bus, waiting in a worker), the rest waits in the outbox.
 E2E_ENV = {
     "NOTIFI_POLLER__INTERVAL": "2.0",
+    "NOTIFI_POLLER__LOOKAHEAD": "0",  # jobs due within one interval go out, the rest wait
     "NOTIFI_DELIVERY__RETRY_SCHEDULE": "[60]",
     "NOTIFI_DELIVERY__RETRY_JITTER": "0",
     "NOTIFI_DELIVERY__TIMEOUT": "2",

@@ -83,6 +83,21 @@ def stored_row(
     return row
 
 
+class FakeMarks:
+    """Redis's change marks as a worker sees them (notifi.marks): `vouch` is the answer; the
+    calls are recorded as (loaded_at, notification id, destination id)."""
+
+    def __init__(self, vouch: bool) -> None:
+        self.vouch = vouch
+        self.calls: list[tuple[datetime, UUID, UUID | None]] = []
+
+    async def unchanged(
+        self, loaded_at: datetime, notification_id: UUID, destination_id: UUID | None
+    ) -> bool:
+        self.calls.append((loaded_at, notification_id, destination_id))
+        return self.vouch
+
+
 class FakeLimits:
     """The shared rate limits: answers each admit with the next of `waits` (the last
     repeats; None: go now) and records what it was asked."""
@@ -113,6 +128,7 @@ class FakeJobStore:
         self.disabled: set[UUID] = set()  # stored destinations the recorder disabled
         # Stored destinations changed since their jobs were loaded: enabled now (None: deleted).
         self.destinations_now: dict[UUID, bool | None] = {}
+        self.destinations_updated: dict[UUID, datetime] = {}  # their fields changed at
 
     def add(self, row: dict[str, Any]) -> Key:
         key = (row["notification_id"], row["position"])
@@ -146,7 +162,10 @@ class FakeJobStore:
         rows = [r for r in self.rows.values() if r.get("destination_id") == destination_id]
         if not rows or rows[0]["destination_gone"]:
             return DestinationState(gone=True)
-        return DestinationState(gone=False, enabled=bool(rows[0]["destination_enabled"]))
+        updated_at = self.destinations_updated.get(
+            destination_id, rows[0].get("destination_updated_at")
+        )
+        return DestinationState(False, bool(rows[0]["destination_enabled"]), updated_at)
 
     async def record(
         self, finished: Sequence[Finished], requeued: Sequence[DeliveryJob]
@@ -254,6 +273,7 @@ class DeliveryHarness:
         max_restarts: int = 5,
         limits: Any = None,
         disable_after_s: float = 0.0,
+        marks: Any = None,
     ) -> None:
         self.sender = ScriptedSender()
         self.senders = senders if senders is not None else {"webhook": self.sender}
@@ -293,6 +313,7 @@ class DeliveryHarness:
                         gate=self.gate,
                         limits=limits,
                         disable_after_s=disable_after_s,
+                        marks=marks,
                     ),
                     shutdown_timeout_s=1,
                 ),

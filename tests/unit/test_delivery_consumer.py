@@ -5,7 +5,7 @@ only for jobs acked."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -129,3 +129,42 @@ async def test_jobs_are_loaded_only_while_few_wait_for_a_worker() -> None:
     consumer.request_stop()
     await asyncio.wait_for(running, 5)
     await consumer.on_stop()
+
+
+async def test_jobs_loaded_ahead_are_held_until_due_and_a_stop_leaves_them_uncommitted() -> None:
+    """A job published ahead of its time (poller.lookahead) is loaded at once but reaches the
+    workers only at its due time, from the consumer's one timer; a stop does not wait for the
+    held ones (their offsets stay uncommitted, for whoever reads them next)."""
+    store, bus = FakeJobStore(), MemoryBus()
+    rows = [job_row() for _ in range(3)]
+    for row in rows:
+        store.add(row)
+    now = datetime.now(UTC)
+    dues = [now, now + timedelta(milliseconds=300), now + timedelta(seconds=30)]
+    jobs = [DeliveryJob(r["notification_id"], 0, 1, due) for r, due in zip(rows, dues, strict=True)]
+    box: Mailbox[Work] = Mailbox("work", 100)
+    consumer = DeliveryConsumer(
+        "consumer", bus, store, box, topic=TOPIC, group=GROUP, fetch_max=100,
+        instance_id="pod-0", process_token="p1", drain_timeout_s=10,
+    )  # fmt: skip
+    await consumer.on_start()
+    await bus.publish(TOPIC, events.delivery_due(jobs))
+    running = asyncio.create_task(consumer.run())
+    await wait_until(lambda: box.qsize() == 1)
+    assert store.calls.count("load_jobs") == 1  # all three loaded in one query
+    async with box.take() as first:
+        assert first.job.key == jobs[0].key and first.loaded_at <= datetime.now(UTC)
+    await wait_until(lambda: box.qsize() == 1, timeout_s=2)
+    arrived = datetime.now(UTC)
+    async with box.take() as second:
+        assert second.job.key == jobs[1].key
+    assert arrived >= dues[1]  # never before its time
+    first.ack()
+    second.ack()
+    await wait_until(lambda: committed(bus) == 2, timeout_s=5)
+    stop_at = asyncio.get_running_loop().time()
+    consumer.request_stop()
+    await asyncio.wait_for(running, 5)
+    await consumer.on_stop()
+    assert asyncio.get_running_loop().time() - stop_at < 2  # not the 10 s drain timeout
+    assert committed(bus) == 2 and box.qsize() == 0  # the held one comes back after a restart

@@ -32,6 +32,7 @@ def _process(roles: set[str], env: dict[str, str]) -> SimpleNamespace:
         bus=MemoryBus(),
         topics=topic_names(settings.kafka.topic_prefix),
         api_http=None,
+        marks=None,
         token="t0",
     )
 
