@@ -432,7 +432,13 @@ class DeliveryWorker(Actor):
             **_stored(work.row, result, disable),
         )
         record = Record(work, finished=finished, event=decision.event, disable=disable)
-        await self._recorder.put(record)
+        if disable is None or self._marks is None:
+            await self._recorder.put(record)
+            return
+        # Disabling it: marked first, so a job to it loaded earlier is not vouched for while
+        # Postgres is away (a mark that fails is owed from when the record is handed over).
+        async with self._marks.changing(destinations=[work.row["destination_id"]]):
+            await self._recorder.put(record)
 
 
 def _stored(

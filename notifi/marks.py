@@ -18,8 +18,13 @@ mark written since then. `{prefix}:marks-since` says from when it has:
 * a job is trusted only when it was loaded at least `SKEW_S` after `marks-since` (clocks of
   different hosts differ) and less than `TRUST_S` ago (its marks are still kept).
 
-The gap, written down: between a failed mark and the moment Redis answers that API process
-again, a worker that reaches Redis but not Postgres could miss that change."""
+A delivery worker that disables a stored destination (a 410, or failing too long) marks it the
+same way before the recorder writes the disable.
+
+The gaps, written down: between a failed mark and the moment Redis answers that process again,
+a worker that reaches Redis but not Postgres could miss that change (for an automatic disable,
+also between the record's hand-over and its commit). And Redis must not evict keys
+(`maxmemory-policy noeviction`, its default): an evicted mark would read as no change."""
 
 from __future__ import annotations
 

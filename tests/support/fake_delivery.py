@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -90,6 +91,14 @@ class FakeMarks:
     def __init__(self, vouch: bool) -> None:
         self.vouch = vouch
         self.calls: list[tuple[datetime, UUID, UUID | None]] = []
+        self.marked: list[UUID] = []  # destinations marked changed (an automatic disable)
+
+    @asynccontextmanager
+    async def changing(
+        self, *, notifications: Iterable[UUID] = (), destinations: Iterable[UUID] = ()
+    ) -> AsyncIterator[None]:
+        self.marked += [*notifications, *destinations]
+        yield
 
     async def unchanged(
         self, loaded_at: datetime, notification_id: UUID, destination_id: UUID | None
