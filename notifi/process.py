@@ -73,6 +73,7 @@ class Process:
                 static_membership=s.kafka.static_membership,
                 publish_timeout_s=s.kafka.publish_timeout,
                 fetch_max_wait_ms=s.kafka.fetch_max_wait_ms,
+                linger_ms=s.kafka.linger_ms,
             )
         await self.bus.start()
         self._stack.push_async_callback(self.bus.stop)
