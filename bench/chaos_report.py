@@ -39,7 +39,8 @@ class Summary:
     duplicates_in_flight: int  # same webhook-id, every re-send within 5 s of the fault's end
     duplicates_sample: list[dict]  # marker and arrival times, seconds after the fault's end
     early: int  # arrivals before the scheduled_at the client asked for
-    unacked_arrivals: int  # arrivals of notifications whose POST got no 202
+    unacked_arrivals: int  # arrivals of notifications whose POST was answered, not with a 202
+    unanswered_arrivals: int  # arrivals whose POST got no answer: committed, then the API died
     recovery_s: float | None  # fault's end -> first arrival of work accepted after it began
     longest_silence_s: float | None
     longest_silence_at_s: float | None  # when that silence began, seconds into the load
@@ -97,7 +98,13 @@ def summarize(
     for a in sorted(arrivals, key=lambda a: a.at):
         by_key[(a.notification_id, a.path)].append(a)
     accepted_ids = {nid for nid, _ in accepted}
-    unacked = sum(1 for a in arrivals if a.notification_id not in accepted_ids)
+    # A POST that got no answer at all was in flight when the API went away: it may have been
+    # committed (at least once, as a client that retries with its Idempotency-Key expects). One
+    # answered with an error must have written nothing.
+    unanswered_markers = {p.marker for p in posts if p.status is None}
+    unacked_arrivals = [a for a in arrivals if a.notification_id not in accepted_ids]
+    unanswered = sum(1 for a in unacked_arrivals if a.marker in unanswered_markers)
+    unacked = len(unacked_arrivals) - unanswered
 
     delivered = [k for k in accepted if k in by_key]
     missing = [accepted[k].marker for k in accepted if k not in by_key]
@@ -169,6 +176,7 @@ def summarize(
         ],
         early=early,
         unacked_arrivals=unacked,
+        unanswered_arrivals=unanswered,
         recovery_s=recovery,
         longest_silence_s=silence[0] if silence else None,
         longest_silence_at_s=(silence[1] - load_start) if silence else None,

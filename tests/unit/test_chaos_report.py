@@ -16,7 +16,7 @@ from bench.chaos_report import (
 T0 = 1_000_000.0
 
 
-def post(i: int, sent: float, *, scheduled: float | None = None, status: int = 202) -> Post:
+def post(i: int, sent: float, *, scheduled: float | None = None, status: int | None = 202) -> Post:
     return Post(
         marker=f"m-{i}",
         path="d0",
@@ -63,6 +63,16 @@ def test_lost_early_refused_and_unacked() -> None:
     assert s.refused == 1 and s.refused_by == {"503": 1}
     assert s.unacked_arrivals == 1  # written although the API said 503
     assert {"missing 1", "early 1", "1 arrived without a 202"} <= set(broken_promises(s))
+
+
+def test_a_post_in_flight_when_the_api_died_may_arrive() -> None:
+    """No answer at all: committed before the kill, the 202 lost with the process. Arriving is
+    right (a retry with its Idempotency-Key would be answered with it); not a broken promise."""
+    posts = [post(0, 0), post(1, 0, status=None)]
+    arrivals = [arrival(0, 1), arrival(1, 1)]
+    s = summarize(posts, arrivals, None, [])
+    assert (s.unacked_arrivals, s.unanswered_arrivals) == (0, 1)
+    assert broken_promises(s) == []
 
 
 def test_an_in_flight_resend_is_allowed_a_late_or_renamed_one_is_not() -> None:
