@@ -100,9 +100,14 @@ class ConsumingActor(Actor, Generic[T]):
         raise NotImplementedError
 
     def give_up_held(self, partitions: set[TopicPartition] | None = None) -> int:
-        """Drops work handed over but not started (of `partitions`, or all on a stop), whose
-        offsets therefore stay uncommitted for whoever reads them next; how many messages."""
+        """Drops work handed over but not started (of `partitions`, or all), whose offsets
+        therefore stay uncommitted for whoever reads them next; how many messages."""
         return 0
+
+    async def hand_back_held(self) -> int:
+        """On a stop: what to do with work handed over but not started; how many messages will
+        never be acked (not waited for). By default it is given up (`give_up_held`)."""
+        return self.give_up_held()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -224,7 +229,7 @@ class ConsumingActor(Actor, Generic[T]):
     async def _drain(self) -> None:
         """Stopped fetching: waits for the messages in hand to be acked, commits them."""
         deadline = time.monotonic() + self._drain_timeout_s
-        given_up = self.give_up_held()  # never acked: not waited for
+        given_up = await self.hand_back_held()  # never acked: not waited for
         while self._tracker.in_flight() > given_up and time.monotonic() < deadline:
             await self._commit()
             await asyncio.sleep(0.02)  # not self.sleep: a stop is already requested

@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
+import structlog
+
 from actors.consumer import ConsumingActor, Message
-from actors.delivery import Work
+from actors.delivery import Record, Work
 from notifi import events, metrics
 from notifi.bus import Bus
 from notifi.bus import Record as BusRecord
@@ -23,6 +25,7 @@ from notifi.outage import POSTGRES_AWAY, Backoff, Outage
 from notifi.runtime import Mailbox
 
 Key = tuple[UUID, int]
+log = structlog.get_logger(__name__)
 
 
 class JobLoader(Protocol):
@@ -64,6 +67,7 @@ class DeliveryConsumer(ConsumingActor[DeliveryJob]):
         instance_id: str,
         process_token: str,
         drain_timeout_s: float,
+        requeue: Mailbox[Record] | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -76,6 +80,10 @@ class DeliveryConsumer(ConsumingActor[DeliveryJob]):
         self._store, self._outbox = store, outbox
         self._instance_id, self._process_token = instance_id, process_token
         self._held: Holder[tuple[TopicPartition, Work]] = Holder(self._release)
+        # On a stop, jobs still held go back to the outbox through the recorder (None: they
+        # are given up, to be read again from the last commit): an in-process bus keeps
+        # nothing across a restart, and a successor then need not read them again.
+        self._requeue = requeue
 
     async def on_start(self) -> None:
         self._postgres = Outage("postgres", self.name, POSTGRES_AWAY, self.backoff)
@@ -104,6 +112,17 @@ class DeliveryConsumer(ConsumingActor[DeliveryJob]):
         if partitions is None:
             return len(self._held.clear())
         return self._held.drop(lambda held: held[0] in partitions)
+
+    async def hand_back_held(self) -> int:
+        if self._requeue is None:
+            return self.give_up_held()
+        held = self._held.clear()
+        for _, work in held:
+            await self._requeue.put(Record(work, requeue=work.job))  # acked once written
+        if held:
+            log.info("held_jobs_requeued", actor=self.name, count=len(held))
+        metrics.jobs_held.set({}, 0)
+        return 0
 
     async def _load(self, keys: list[Key]) -> tuple[datetime, Mapping[Key, Mapping[str, Any]]]:
         """The rows, and when the read began: what a job was loaded with is the state as of

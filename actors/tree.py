@@ -158,6 +158,7 @@ def _delivery(process: Process, probes: list[Probe]) -> list[ChildSpec]:
                 instance_id=process.plan.instance_id,
                 process_token=process.token,
                 drain_timeout_s=timeout * 0.8,
+                requeue=records,
             ),
             shutdown_timeout_s=timeout,
         )

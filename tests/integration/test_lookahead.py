@@ -109,3 +109,38 @@ async def test_a_held_job_deleted_before_its_time_is_never_sent(
     await receiver.wait_for("gone", 1, 10)  # the one not deleted, at its time
     await asyncio.sleep(1.0)
     assert receiver.count("gone") == 1
+
+
+async def test_a_held_job_survives_a_clean_restart_of_the_embedded_process(
+    settings_env: dict[str, str], dsn: str
+) -> None:
+    """The in-process bus keeps nothing across a restart: on SIGTERM the jobs held ahead of
+    their time go back to the outbox, and the next process sends them at their time (not a
+    back-stop grace period later)."""
+    receiver = await Receiver().start()
+    env = {**settings_env, "NOTIFI_POLLER__LOOKAHEAD": "10", "NOTIFI_POLLER__INTERVAL": "0.2"}
+    body = {"body": "b", "destinations": [{"type": "webhook", "url": receiver.url("restart")}]}
+    try:
+        async with running_notifi(env) as base:
+            scheduled = ahead(5)
+            status, doc = await call(
+                "POST", f"{base}/api/notifications", {**body, "scheduled_at": scheduled}
+            )
+            assert status == 202, doc
+            await held(dsn, doc["id"])
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetchval(
+                "SELECT count(*) FROM outbox WHERE notification_id = $1", UUID(doc["id"])
+            )
+        finally:
+            await conn.close()
+        assert rows == 1  # written back for its time by the stopping process
+        assert receiver.count("restart") == 0
+        async with running_notifi(env):
+            await receiver.wait_for("restart", 1, 15)
+            [arrival] = receiver.received["restart"]
+            assert arrival.at >= datetime.fromisoformat(scheduled).timestamp()
+            assert arrival.at < datetime.fromisoformat(scheduled).timestamp() + 5
+    finally:
+        await receiver.stop()

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from actors.delivery import Work
+from actors.delivery import Record, Work
 from actors.delivery_consumer import DeliveryConsumer
 from notifi import events
 from notifi.bus import MemoryBus
@@ -168,3 +168,35 @@ async def test_jobs_loaded_ahead_are_held_until_due_and_a_stop_leaves_them_uncom
     await consumer.on_stop()
     assert asyncio.get_running_loop().time() - stop_at < 2  # not the 10 s drain timeout
     assert committed(bus) == 2 and box.qsize() == 0  # the held one comes back after a restart
+
+
+async def test_on_a_stop_held_jobs_go_back_to_the_outbox_through_the_recorder() -> None:
+    """With the recorder's mailbox given, a stop hands each held job to it to be written back
+    to the outbox for its time (an in-process bus keeps nothing across a restart); once written
+    (acked), its offset is committed and no successor reads it again."""
+    store, bus = FakeJobStore(), MemoryBus()
+    row = job_row()
+    store.add(row)
+    due = datetime.now(UTC) + timedelta(seconds=30)
+    job = DeliveryJob(row["notification_id"], 0, 1, due)
+    box: Mailbox[Work] = Mailbox("work", 100)
+    records: Mailbox[Record] = Mailbox("records", 100)
+    consumer = DeliveryConsumer(
+        "consumer", bus, store, box, topic=TOPIC, group=GROUP, fetch_max=100,
+        instance_id="pod-0", process_token="p1", drain_timeout_s=5, requeue=records,
+    )  # fmt: skip
+    await consumer.on_start()
+    await bus.publish(TOPIC, events.delivery_due([job]))
+    running = asyncio.create_task(consumer.run())
+    await wait_until(lambda: store.calls.count("load_jobs") == 1)
+    await asyncio.sleep(0.05)
+    assert box.qsize() == 0 and records.qsize() == 0  # held, not handed to a worker
+    consumer.request_stop()
+    await wait_until(lambda: records.qsize() == 1)
+    async with records.take() as record:
+        assert record.finished is None and record.requeue == job  # for its own time
+        assert not running.done()  # the drain waits for it to be written
+        record.work.ack()
+    await asyncio.wait_for(running, 5)
+    await consumer.on_stop()
+    assert committed(bus) == 1
