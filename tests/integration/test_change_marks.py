@@ -16,16 +16,11 @@ from uuid import UUID, uuid4
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from actors.delivery import DeliveryWorker, Work
 from notifi import metrics
-from notifi.api.app import ApiContext, build_app
 from notifi.api.destinations import DESTINATIONS
-from notifi.api.limits import Limits
-from notifi.api.validation import Validator
-from notifi.auth import TokenAuth
 from notifi.claims import Claims
 from notifi.destinations.base import Outcome, SendResult
 from notifi.hosts import HostGate
@@ -34,7 +29,7 @@ from notifi.model import DeliveryJob, Notification
 from notifi.retry import RetryPolicy
 from notifi.runtime import Mailbox
 from notifi.store import Store
-from tests.support.api import CLIENTS, HOOK, accepting, ahead, creds, iso
+from tests.support.api import HOOK, ahead, api_client, creds, iso
 from tests.support.factories import new_notification
 from tests.support.fakes import eventually, metric_value, running
 from tests.support.proxy import CuttableProxy
@@ -171,26 +166,6 @@ async def test_start_raises_marks_since_to_now_and_never_lowers_it(
         await marks.close()
 
 
-@asynccontextmanager
-async def marking_api(store: Store, marks: ChangeMarks) -> AsyncIterator[TestClient]:
-    async def ready() -> dict[str, bool]:
-        return {"postgres": True}
-
-    async with accepting(store) as submit:
-        ctx = ApiContext(
-            store=store,
-            validator=Validator(Limits(5, 50, 500, 500, max_bulk=10), {}, 1024),
-            submit=submit,
-            ready=ready,
-            default_page_size=50,
-            max_page_size=200,
-            auth=TokenAuth(CLIENTS),
-            marks=marks,
-        )
-        async with TestClient(TestServer(build_app(ctx))) as client:
-            yield client
-
-
 async def marked_first(
     monkeypatch: pytest.MonkeyPatch,
     redis: aioredis.Redis,
@@ -218,7 +193,7 @@ async def marked_first(
 async def test_the_api_marks_a_notification_or_a_destination_before_changing_it(
     store: Store, redis: aioredis.Redis, key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with marking_api(store, ChangeMarks(redis, prefix=key_prefix)) as api:
+    async with api_client(store, marks=ChangeMarks(redis, prefix=key_prefix)) as api:
         body = {"body": "b", "destinations": [HOOK], "scheduled_at": iso(ahead(600))}
         r = await api.post("/api/notifications", json=body, headers=ALPHA)
         assert r.status == 202

@@ -18,6 +18,7 @@ from notifi.api.limits import Limits
 from notifi.api.validation import Validator
 from notifi.auth import Authenticator, TokenAuth
 from notifi.bus import MemoryBus
+from notifi.marks import ChangeMarks
 from notifi.model import NewNotification
 from notifi.runtime import Mailbox
 from notifi.store import Accepted, Store
@@ -72,7 +73,9 @@ async def accepting(
 
 
 @asynccontextmanager
-async def api_client(store: Store, auth: Authenticator | None = None) -> AsyncIterator[TestClient]:
+async def api_client(
+    store: Store, auth: Authenticator | None = None, marks: ChangeMarks | None = None
+) -> AsyncIterator[TestClient]:
     async def ready() -> dict[str, bool]:
         return {"postgres": True}
 
@@ -85,6 +88,7 @@ async def api_client(store: Store, auth: Authenticator | None = None) -> AsyncIt
             default_page_size=50,
             max_page_size=200,
             auth=auth or TokenAuth(CLIENTS),
+            marks=marks,
         )
         async with TestClient(TestServer(build_app(ctx))) as client:
             yield client
