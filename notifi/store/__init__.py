@@ -21,7 +21,7 @@ from notifi.store.deadlocks import retry_deadlocks
 from notifi.store.delivering import DeliveryStore
 from notifi.store.migrate import ensure_database, migrate
 from notifi.store.recording import Finished
-from notifi.store.references import Written, write_deliveries
+from notifi.store.references import Written, refers, write_deliveries
 from notifi.store.sql import query
 
 __all__ = [
@@ -136,6 +136,8 @@ class Store(DeliveryStore):
     async def accept(self, batch: Sequence[NewNotification]) -> list[Accepted]:
         """Writes a batch of notifications with their deliveries in one transaction, topics
         expanded to the stored destinations subscribed to them (notifi.store.references)."""
+        if not any(n.idempotency_key is not None or refers(n) for n in batch):
+            return await self._accept_plain(batch)
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = {
                 r["id"]
@@ -184,6 +186,31 @@ class Store(DeliveryStore):
             outcome = AcceptOutcome.REPLAYED if same else AcceptOutcome.CONFLICT
             results.append(Accepted(outcome, row["id"]))
         return results
+
+    async def _accept_plain(self, batch: Sequence[NewNotification]) -> list[Accepted]:
+        """`accept` of a batch with no idempotency key and no reference: one statement."""
+        rows = [(n, i, d) for n in batch for i, d in enumerate(n.destinations)]
+        await self.pool.fetch(
+            query("accept_plain"),
+            [n.id for n in batch],
+            [n.client_id for n in batch],
+            [n.request_hash for n in batch],
+            [n.title for n in batch],
+            [n.body for n in batch],
+            [orjson.dumps(n.data).decode() for n in batch],
+            [n.scheduled_at for n in batch],
+            [n.partition_key for n in batch],
+            [_initial_status(n) for n in batch],
+            [n.created_at for n in batch],
+            [n.expires_at for n in batch],
+            [n.id for n, _, _ in rows],
+            [i for _, i, _ in rows],
+            [d["type"] for _, _, d in rows],
+            [orjson.dumps(d).decode() for _, _, d in rows],
+            [_initial_status(n) for n, _, _ in rows],
+            [n.due_at() for n, _, _ in rows],
+        )
+        return [Accepted(AcceptOutcome.CREATED, n.id) for n in batch]
 
     async def get(self, notification_id: UUID, client_id: str | None) -> dict[str, Any] | None:
         async with self.pool.acquire() as conn:
