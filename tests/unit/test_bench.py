@@ -11,6 +11,8 @@ from bench.bench_phases import Results, pct
 from bench.bench_profile import parse, summarise
 from bench.bench_wrk import WrkResult
 from bench.bench_wrk import parse as parse_wrk
+from bench.load import Sent
+from bench.stages import stages
 
 WRK_OUTPUT = """Running 4s test @ http://127.0.0.1:8080/api/notifications
   2 threads and 64 connections
@@ -85,3 +87,18 @@ def test_table_shows_every_mode_and_broken_promises() -> None:
     assert "0.550" in line  # (4 + 1 + 0.5) s over 10,000 webhooks, broker left out
     assert "0.750" in next(x for x in text.splitlines() if "plus the broker" in x)
     assert "2 (spread 2)" in next(x for x in text.splitlines() if x.startswith("lost"))
+
+
+def test_split_stages_follow_one_notification_from_intent_to_arrival() -> None:
+    sent = [Sent("p:0", 100.0, 100.012, 202), Sent("p:1", 101.0, 101.01, 202)]
+    rows = {"p:0": {"created": 100.002, "routed": 100.030, "started": 100.055}}
+    out = stages(sent, rows, {"p:0": 100.058, "p:1": 101.05})  # p:1 was never read back
+    got = {name: [round(v * 1000, 1) for v in values] for name, values in out.items()}
+    assert got == {
+        "accept": [2.0],
+        "route": [28.0],
+        "attempt": [25.0],
+        "send": [3.0],
+        "total": [58.0],
+        "answer": [12.0],
+    }
