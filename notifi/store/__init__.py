@@ -21,7 +21,7 @@ from notifi.store.deadlocks import retry_deadlocks
 from notifi.store.delivering import DeliveryStore
 from notifi.store.migrate import ensure_database, migrate
 from notifi.store.recording import Finished
-from notifi.store.references import Written, refers, write_deliveries
+from notifi.store.references import Written, listed_columns, refers, write_deliveries
 from notifi.store.sql import query
 
 __all__ = [
@@ -142,20 +142,7 @@ class Store(DeliveryStore):
             inserted = {
                 r["id"]
                 for r in await conn.fetch(
-                    query("insert_notifications"),
-                    [n.id for n in batch],
-                    [n.client_id for n in batch],
-                    [n.idempotency_key for n in batch],
-                    [n.request_hash for n in batch],
-                    [n.title for n in batch],
-                    [n.body for n in batch],
-                    [orjson.dumps(n.data).decode() for n in batch],
-                    [n.scheduled_at for n in batch],
-                    [n.partition_key for n in batch],
-                    [_initial_status(n) for n in batch],
-                    [n.created_at for n in batch],
-                    [n.expires_at for n in batch],
-                    [n.topic for n in batch],
+                    query("insert_notifications"), *_notification_columns(batch)
                 )
             }
             fresh = [n for n in batch if n.id in inserted]
@@ -189,26 +176,11 @@ class Store(DeliveryStore):
 
     async def _accept_plain(self, batch: Sequence[NewNotification]) -> list[Accepted]:
         """`accept` of a batch with no idempotency key and no reference: one statement."""
-        rows = [(n, i, d) for n in batch for i, d in enumerate(n.destinations)]
-        await self.pool.fetch(
+        initial = [_initial_status(n) for n in batch]
+        await self.pool.execute(
             query("accept_plain"),
-            [n.id for n in batch],
-            [n.client_id for n in batch],
-            [n.request_hash for n in batch],
-            [n.title for n in batch],
-            [n.body for n in batch],
-            [orjson.dumps(n.data).decode() for n in batch],
-            [n.scheduled_at for n in batch],
-            [n.partition_key for n in batch],
-            [_initial_status(n) for n in batch],
-            [n.created_at for n in batch],
-            [n.expires_at for n in batch],
-            [n.id for n, _, _ in rows],
-            [i for _, i, _ in rows],
-            [d["type"] for _, _, d in rows],
-            [orjson.dumps(d).decode() for _, _, d in rows],
-            [_initial_status(n) for n, _, _ in rows],
-            [n.due_at() for n, _, _ in rows],
+            *_notification_columns(batch),
+            *listed_columns(batch, initial),
         )
         return [Accepted(AcceptOutcome.CREATED, n.id) for n in batch]
 
@@ -413,6 +385,25 @@ class Store(DeliveryStore):
             query("expire_idempotency_keys"), lo, hi, retention_s, limit
         )
         return int(status.split()[-1])
+
+
+def _notification_columns(batch: Sequence[NewNotification]) -> tuple[list[Any], ...]:
+    """The parameters of insert_notifications (and the first of accept_plain)."""
+    return (
+        [n.id for n in batch],
+        [n.client_id for n in batch],
+        [n.idempotency_key for n in batch],
+        [n.request_hash for n in batch],
+        [n.title for n in batch],
+        [n.body for n in batch],
+        [orjson.dumps(n.data).decode() for n in batch],
+        [n.scheduled_at for n in batch],
+        [n.partition_key for n in batch],
+        [_initial_status(n) for n in batch],
+        [n.created_at for n in batch],
+        [n.expires_at for n in batch],
+        [n.topic for n in batch],
+    )
 
 
 def _initial_status(n: NewNotification) -> str:

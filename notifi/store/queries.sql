@@ -19,29 +19,30 @@ RETURNING id;
 -- name: accept_plain --
 -- A whole batch with no idempotency key and no reference to a stored destination or a topic
 -- (the common case): the notifications and their deliveries in one statement, so one round
--- trip and no BEGIN/COMMIT of their own (a single statement is its own transaction). Ids are
--- new UUIDv7s and no key can conflict; the deliveries' foreign keys are checked at the end of
+-- trip and no BEGIN/COMMIT of their own (a single statement is its own transaction). The
+-- parameters are insert_notifications' then insert_deliveries'; ids are new UUIDv7s and no
+-- key can conflict; the deliveries' foreign keys are checked at the end of
 -- the statement, when the notifications are there.
 WITH inserted AS (
     INSERT INTO notifications (id, client_id, idempotency_key, request_hash, title, body, data,
                                scheduled_at, partition_key, status, created_at, updated_at,
                                expires_at, topic)
-    SELECT t.id, t.client_id, NULL, t.request_hash, t.title, t.body, t.data::jsonb,
-           t.scheduled_at, t.partition_key, t.status, t.created_at, t.created_at,
-           t.expires_at, NULL
-      FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[],
-                  $7::timestamptz[], $8::int[], $9::text[], $10::timestamptz[],
-                  $11::timestamptz[])
-           AS t(id, client_id, request_hash, title, body, data, scheduled_at, partition_key,
-                status, created_at, expires_at)
+    SELECT t.id, t.client_id, t.idempotency_key, t.request_hash, t.title, t.body, t.data::jsonb,
+           t.scheduled_at, t.partition_key, t.status, t.created_at, t.created_at, t.expires_at,
+           t.topic
+      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[],
+                  $7::text[], $8::timestamptz[], $9::int[], $10::text[], $11::timestamptz[],
+                  $12::timestamptz[], $13::text[])
+           AS t(id, client_id, idempotency_key, request_hash, title, body, data, scheduled_at,
+                partition_key, status, created_at, expires_at, topic)
     RETURNING id
 ), listed AS (
     INSERT INTO deliveries (notification_id, position, kind, destination, status,
                             next_attempt_at)
     SELECT d.notification_id, d.position, d.kind, d.destination::jsonb, d.status,
            d.next_attempt_at
-      FROM unnest($12::uuid[], $13::smallint[], $14::text[], $15::text[], $16::text[],
-                  $17::timestamptz[])
+      FROM unnest($14::uuid[], $15::smallint[], $16::text[], $17::text[], $18::text[],
+                  $19::timestamptz[])
            AS d(notification_id, position, kind, destination, status, next_attempt_at)
 )
 SELECT id FROM inserted;

@@ -115,6 +115,26 @@ class Written:
     deliveries: tuple[dict[str, Any], ...]
 
 
+def listed_columns(
+    fresh: Sequence[NewNotification], initial: Sequence[str]
+) -> tuple[list[Any], ...]:
+    """The parameters of insert_deliveries: each listed destination of `fresh` (with its
+    notification's `initial` status), in request order."""
+    rows = [
+        (n, s, i, d)
+        for n, s in zip(fresh, initial, strict=True)
+        for i, d in enumerate(n.destinations)
+    ]
+    return (
+        [n.id for n, _, _, _ in rows],
+        [i for _, _, i, _ in rows],
+        [d["type"] for _, _, _, d in rows],
+        [orjson.dumps(d).decode() for _, _, _, d in rows],
+        [s for _, s, _, _ in rows],
+        [n.due_at() for n, _, _, _ in rows],
+    )
+
+
 async def write_deliveries(
     conn: asyncpg.Connection, fresh: Sequence[NewNotification], initial: Sequence[str]
 ) -> dict[UUID, Written]:
@@ -127,14 +147,7 @@ async def write_deliveries(
     the plain path takes no lock."""
     pairs = list(zip(fresh, initial, strict=True))
     rows = [(n, s, i, d) for n, s in pairs for i, d in enumerate(n.destinations)]
-    listed = (
-        [n.id for n, _, _, _ in rows],
-        [i for _, _, i, _ in rows],
-        [d["type"] for _, _, _, d in rows],
-        [orjson.dumps(d).decode() for _, _, _, d in rows],
-        [s for _, s, _, _ in rows],
-        [n.due_at() for n, _, _, _ in rows],
-    )
+    listed = listed_columns(fresh, initial)
     if not any(refers(n) for n in fresh):  # the common case, written as before topics
         await conn.execute(query("insert_deliveries"), *listed)
         return {}
