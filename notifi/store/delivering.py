@@ -85,5 +85,8 @@ class DeliveryStore:
     async def _record(
         self, finished: Sequence[Finished], requeued: Sequence[DeliveryJob]
     ) -> list[asyncpg.Record]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            return await recording.record(conn, finished, requeued)
+        async with self.pool.acquire() as conn:
+            if recording.one_statement(finished, requeued):  # no BEGIN and COMMIT round trips
+                return await recording.record(conn, finished, requeued)
+            async with conn.transaction():
+                return await recording.record(conn, finished, requeued)

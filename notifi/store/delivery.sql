@@ -60,55 +60,11 @@ UPDATE destinations s
 RETURNING s.id, s.client_id, s.name, s.kind, s.disabled_reason, s.disabled_at;
 
 -- name: record_outcomes --
--- One statement for a batch of finished attempts: the attempt log, the delivery rows, and the
--- outbox rows of retries. A delivered row is never downgraded (a delivered outcome still adds
--- its details to a row the Redis-down fallback marked delivered first); a cancelled, failed or
--- expired one only upgraded to delivered (the attempt began before the delete or the expiry).
--- An outcome without an attempt (no outcome text: a job found already delivered, expired
--- before it was tried, or paused because its destination is disabled) counts no attempt
--- unless it says delivered. A paused delivery gets no outbox row: enabling its destination
--- resumes it.
-WITH o AS (
-    SELECT *
-      FROM unnest($1::uuid[], $2::smallint[], $3::int[], $4::timestamptz[], $5::real[],
-                  $6::text[], $7::int[], $8::text[], $9::text[], $10::timestamptz[],
-                  $11::uuid[])
-           AS t(notification_id, position, attempt, started_at, duration_ms, outcome,
-                status_code, error, new_status, next_attempt_at, destination_id)
-), logged AS (
-    INSERT INTO delivery_attempts (notification_id, position, attempt, started_at, duration_ms,
-                                   outcome, status_code, error, destination_id)
-    SELECT notification_id, position, attempt, started_at, duration_ms, outcome, status_code,
-           error, destination_id
-      FROM o
-     WHERE outcome IS NOT NULL
-), updated AS (
-    UPDATE deliveries d
-       SET status = o.new_status,
-           attempts = CASE WHEN o.outcome IS NULL AND o.new_status <> 'delivered'
-                           THEN d.attempts ELSE greatest(d.attempts, o.attempt) END,
-           last_error = CASE WHEN o.outcome IS NULL THEN d.last_error ELSE o.error END,
-           last_status_code = coalesce(o.status_code, d.last_status_code),
-           next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at),
-           delivered_at = CASE WHEN o.new_status <> 'delivered' THEN NULL
-                               WHEN d.status = 'delivered' THEN d.delivered_at
-                               ELSE now() END,
-           claimed_until = NULL,
-           claimed_by = NULL,
-           updated_at = now()
-      FROM o
-     WHERE d.notification_id = o.notification_id AND d.position = o.position
-       AND (d.status <> 'delivered' OR o.new_status = 'delivered')
-       AND (o.new_status = 'delivered' OR d.status NOT IN ('cancelled', 'failed', 'expired'))
- RETURNING d.notification_id, d.position, d.status, d.next_attempt_at, o.attempt
-), retries AS (
-    INSERT INTO outbox (notification_id, position, attempt, due_at, partition_key)
-    SELECT u.notification_id, u.position, u.attempt + 1, u.next_attempt_at, n.partition_key
-      FROM updated u
-      JOIN notifications n ON n.id = u.notification_id
-     WHERE u.status = 'delivering'
-)
-SELECT DISTINCT notification_id FROM updated;
+-- A batch of finished attempts and the status refresh they cause, in one call (migration 0010:
+-- what a delivered, retried, failed or paused outcome writes).
+SELECT notifi_record_outcomes($1::uuid[], $2::smallint[], $3::int[], $4::timestamptz[],
+                              $5::real[], $6::text[], $7::int[], $8::text[], $9::text[],
+                              $10::timestamptz[], $11::uuid[]);
 
 -- name: destination_states_of --
 -- What delivery workers re-read of stored destinations when jobs come due (one query for

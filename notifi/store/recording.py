@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -39,7 +40,8 @@ class Finished:
 async def record(
     conn: asyncpg.Connection, finished: Sequence[Finished], requeued: Sequence[DeliveryJob]
 ) -> list[asyncpg.Record]:
-    """Writes the batch in the caller's transaction; returns the destinations it disabled."""
+    """Writes the batch in the caller's transaction (none is needed when `one_statement` says
+    so); returns the destinations it disabled."""
     disabled: list[asyncpg.Record] = []
     changing = [f for f in finished if f.destination_id is not None and _changes(f)]
     if changing:
@@ -61,24 +63,8 @@ async def record(
             )
         still_off |= {r["id"] for r in disabled}
         finished, requeued = unpause(finished, requeued, still_off, datetime.now(UTC))
-    touched: set[UUID] = set()
     if finished:
-        jobs = [f.job for f in finished]
-        rows = await conn.fetch(
-            query("record_outcomes"),
-            [j.notification_id for j in jobs],
-            [j.position for j in jobs],
-            [j.attempt for j in jobs],
-            [f.started_at for f in finished],
-            [f.duration_ms for f in finished],
-            [f.outcome for f in finished],
-            [f.status_code for f in finished],
-            [f.error for f in finished],
-            [str(f.new_status) for f in finished],
-            [f.next_attempt_at for f in finished],
-            [f.destination_id for f in finished],
-        )
-        touched.update(r[0] for r in rows)
+        await conn.execute(query("record_outcomes"), *_outcome_columns(finished))
     if requeued:
         await conn.execute(
             query("requeue"),
@@ -87,9 +73,31 @@ async def record(
             [j.attempt for j in requeued],
             [j.due_at for j in requeued],
         )
-    if touched:
-        await conn.execute(query("refresh_status"), list(touched))
     return disabled
+
+
+def one_statement(finished: Sequence[Finished], requeued: Sequence[DeliveryJob]) -> bool:
+    """Whether `record` writes the batch in one statement, its own transaction: outcomes only,
+    none of which writes to its stored destination (the common batch)."""
+    return not requeued and not any(f.destination_id is not None and _changes(f) for f in finished)
+
+
+def _outcome_columns(finished: Sequence[Finished]) -> tuple[list[Any], ...]:
+    """record_outcomes' parameters: one array per column."""
+    jobs = [f.job for f in finished]
+    return (
+        [j.notification_id for j in jobs],
+        [j.position for j in jobs],
+        [j.attempt for j in jobs],
+        [f.started_at for f in finished],
+        [f.duration_ms for f in finished],
+        [f.outcome for f in finished],
+        [f.status_code for f in finished],
+        [f.error for f in finished],
+        [str(f.new_status) for f in finished],
+        [f.next_attempt_at for f in finished],
+        [f.destination_id for f in finished],
+    )
 
 
 def _changes(f: Finished) -> bool:

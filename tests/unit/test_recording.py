@@ -1,5 +1,6 @@
 """The recorder's pause under the destination's row lock (notifi.store.recording.unpause): a
-pause stands only while the destination is disabled; otherwise the delivery goes on."""
+pause stands only while the destination is disabled; otherwise the delivery goes on. And which
+batches are written in one statement, with no transaction around it (one_statement)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from uuid import UUID
 
 from notifi.model import DeliveryJob, DeliveryStatus
 from notifi.store import Finished
-from notifi.store.recording import unpause
+from notifi.store.recording import one_statement, unpause
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 OFF, ON = UUID(int=1), UUID(int=2)  # a destination still disabled, one enabled meanwhile
@@ -39,3 +40,23 @@ def test_a_deleted_destination_sends_the_paused_job_back_to_be_cancelled() -> No
     gone = Finished(job(5), DeliveryStatus.PAUSED, destination_id=UUID(int=3))
     kept, back = unpause([gone], [job(6)], set(), NOW)
     assert kept == [] and back == [job(6), job(5).later(NOW)]
+
+
+def test_only_plain_outcomes_are_written_without_a_transaction() -> None:
+    delivered = Finished(job(7), DeliveryStatus.DELIVERED, NOW, outcome="delivered")
+    stored_ok = Finished(
+        job(8), DeliveryStatus.DELIVERED, NOW, outcome="delivered", destination_id=ON
+    )
+    assert one_statement([delivered, stored_ok], [])
+    assert one_statement([], [])
+    # A job sent back to the outbox is a second statement.
+    assert not one_statement([delivered], [job(9)])
+    # So is what writes to a stored destination (under its row lock): a streak, a disable, a
+    # pause.
+    streak = Finished(job(10), DeliveryStatus.DELIVERING, NOW, outcome="retry", failing=True,
+                      destination_id=ON)  # fmt: skip
+    disabled = Finished(job(11), DeliveryStatus.FAILED, NOW, outcome="permanent",
+                        disable_reason="gone", destination_id=ON)  # fmt: skip
+    paused = Finished(job(12), DeliveryStatus.PAUSED, destination_id=OFF)
+    for f in (streak, disabled, paused):
+        assert not one_statement([delivered, f], [])
