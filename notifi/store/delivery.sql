@@ -5,24 +5,9 @@
 -- What a delivery worker needs for each job of a fetched batch, in one round trip. A delivery
 -- to a stored destination holds only {"type", "destination_id"}: the destination the sender
 -- gets is the stored one as it is now (its config, type and secret, plus the previous secret
--- while the rotation's overlap lasts). destination_gone: it was deleted since.
-SELECT n.id AS notification_id, d.position, n.client_id, n.title, n.body, n.data,
-       n.scheduled_at, n.created_at, n.deleted_at, n.expires_at, d.kind,
-       CASE WHEN s.id IS NULL THEN d.destination
-            ELSE s.config || jsonb_build_object('type', s.kind)
-                 || jsonb_strip_nulls(jsonb_build_object(
-                        'secret', s.secret,
-                        'previous_secret',
-                        CASE WHEN s.previous_secret_until > now() THEN s.previous_secret END))
-       END AS destination,
-       d.status, d.attempts, d.destination_id,
-       d.destination_id IS NOT NULL AND s.id IS NULL AS destination_gone,
-       s.enabled AS destination_enabled, s.updated_at AS destination_updated_at,
-       s.failing_since, s.rate_limit
-  FROM unnest($1::uuid[], $2::smallint[]) AS k(notification_id, position)
-  JOIN deliveries d ON d.notification_id = k.notification_id AND d.position = k.position
-  JOIN notifications n ON n.id = d.notification_id
-  LEFT JOIN destinations s ON s.id = d.destination_id;
+-- while the rotation's overlap lasts). destination_gone: it was deleted since. The query is the
+-- function's of migration 0011 (planned without sequential scans).
+SELECT * FROM notifi_load_jobs($1::uuid[], $2::smallint[]);
 
 -- name: lock_destinations --
 -- The recorder's first step when a batch changes stored destinations: their rows, locked in id
