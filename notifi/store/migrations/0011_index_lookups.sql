@@ -8,6 +8,8 @@
 -- table (1,392 rows read per notification in the first seconds at 120/s; 15 with this). A batch is a handful of keys: nested loops over the
 -- primary keys are right at every size, so these functions plan without sequential scans,
 -- hash or merge joins.
+-- A later CREATE OR REPLACE of any of them must repeat these SET clauses (a redefinition drops
+-- them); tests/integration/test_index_lookups.py fails otherwise.
 ALTER FUNCTION notifi_refresh_status(uuid[])
     SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off;
 ALTER FUNCTION notifi_record_outcomes(
