@@ -143,11 +143,17 @@ def retry_after_s(value: str | None, now: float | None = None) -> float | None:
 def make_session(
     policy: AddressPolicy, *, limit: int = 512, limit_per_host: int = 64
 ) -> aiohttp.ClientSession:
-    """The one HTTP client session of a delivery process, resolving through the guard."""
+    """The one HTTP client session of a delivery process, resolving through the guard. It keeps
+    no cookies: it sends for every client, and a cookie one receiver set while answering one
+    client's delivery would otherwise go out with the next delivery to that host."""
     connector = aiohttp.TCPConnector(
         resolver=GuardedResolver(policy), limit=limit, limit_per_host=limit_per_host
     )
-    return aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT})
+    return aiohttp.ClientSession(
+        connector=connector,
+        headers={"User-Agent": USER_AGENT},
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
 
 
 class WebhookSender:

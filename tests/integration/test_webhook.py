@@ -1,5 +1,5 @@
 """The webhook sender against real aiohttp receivers on loopback: every outcome class, the
-timeout, and the private-address block (literal IPs, localhost and names)."""
+timeout, the private-address block (literal IPs, localhost and names), and no cookies kept."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ async def server() -> AsyncIterator[tuple[str, list[web.Request]]]:
         headers = {"Retry-After": "7"} if code in (429, 503) else {}
         if code == 302:
             headers = {"Location": "http://example.com/"}
-        return web.Response(status=code, text=f"said {code}", headers=headers)
+        response = web.Response(status=code, text=f"said {code}", headers=headers)
+        response.set_cookie("session", "for-whoever-sent-this")  # a receiver's own state
+        return response
 
     app = web.Application()
     app.router.add_post("/{code}", handle)
@@ -72,6 +74,18 @@ async def test_delivered_and_verifiable(server, sender: WebhookSender) -> None:
     payload = Webhook(SECRET).verify(body, headers)
     assert payload["id"] == str(MESSAGE.id) and payload["body"] == "hi"
     assert set(payload) == {"id", "type", "title", "body", "data", "scheduled_at", "created_at"}
+
+
+async def test_no_cookie_is_kept_between_deliveries(server, sender: WebhookSender) -> None:
+    """One process sends for every client: a cookie a receiver set while answering one
+    client's delivery must not ride along on the next delivery to that host (another
+    client's, perhaps). By name, not IP: aiohttp's jar ignores cookies from IP hosts."""
+    base, seen = server
+    by_name = base.replace("127.0.0.1", "localhost")
+    for _ in range(2):
+        result = await sender.send({"url": f"{by_name}/200"}, MESSAGE)
+        assert result.outcome is Outcome.DELIVERED
+    assert [h.get("Cookie") for _, h, _ in seen] == [None, None]
 
 
 async def test_destination_headers_cannot_override_framing_or_protocol(server, sender) -> None:
