@@ -23,6 +23,11 @@ class Survey:
         """The broker lost what it held: topics gone, or a log shorter than it was."""
         return bool(self.missing or self.went_back)
 
+    def lost_logs(self, partitions: int) -> list[TopicPartition]:
+        """Every partition whose log was lost (`partitions` per missing topic): consumers read
+        these again from their beginning."""
+        return [*self.went_back, *((t, p) for t in self.missing for p in range(partitions))]
+
 
 def survey(
     wanted: Iterable[str],

@@ -9,7 +9,8 @@ import asyncio
 import contextlib
 import functools
 import weakref
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import aiokafka.admin.client
 import aiokafka.client
@@ -320,12 +321,17 @@ class KafkaBus:
             partitions_went_back=len(seen.went_back),
             why="the broker lost its data: topics re-created, open work must come from Postgres",
         )
+        lost = seen.lost_logs(self._partitions)
         for consumer in self._consumers:
             consumer.refresh_metadata()
+            self._spawn(consumer.rewind(lost), "bus-reset-rewind")
         for hook in self._reset_hooks:
-            task = asyncio.create_task(self._run_hook(hook), name="bus-reset-hook")
-            self._hook_tasks.add(task)
-            task.add_done_callback(self._hook_tasks.discard)
+            self._spawn(self._run_hook(hook), "bus-reset-hook")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._hook_tasks.add(task)
+        task.add_done_callback(self._hook_tasks.discard)
 
     @staticmethod
     async def _run_hook(hook: ResetHook) -> None:

@@ -13,7 +13,7 @@ scale-down: the removed member's partitions move to the others only after
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -94,6 +94,24 @@ class KafkaConsumer:
 
     def assignment(self) -> set[Partition]:
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    async def rewind(self, partitions: Iterable[Partition]) -> None:
+        """Reads the `partitions` it owns again from their beginning: the broker lost their logs,
+        so everything in the new ones is unread, and a position kept from an old log would skip
+        that far into the new one once it has grown past it (nothing out of range to say so).
+        Reading again is harmless (a routed notification, a claimed job)."""
+        owned = self._consumer.assignment() if self._started else set()
+        mine = [tp for t, p in partitions if (tp := TopicPartition(t, p)) in owned]
+        if not mine:
+            return
+        try:
+            await self._consumer.seek_to_beginning(*mine)
+        except KafkaError as exc:  # a rebalance took them: their next owner starts afresh
+            log.warning("rewind_failed", group=self.group, error=repr(exc))
+            return
+        log.info(
+            "partitions_rewound", group=self.group, partitions=sorted(tp.partition for tp in mine)
+        )
 
     def refresh_metadata(self) -> None:
         """Asks for fresh metadata now (the bus re-created topics), so the group sees the new
