@@ -91,7 +91,7 @@ class KafkaBus:
         self._ends: dict[Partition, int] = {}
         self._resets = 0
         self._reset_hooks: list[ResetHook] = []
-        self._hook_tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # reset hooks and rewinds under way
         self._consumers: weakref.WeakSet[KafkaConsumer] = weakref.WeakSet()  # to nudge
         self._short_warned: set[str] = set()
 
@@ -146,7 +146,7 @@ class KafkaBus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
             self._watch_task = None
-        for task in list(self._hook_tasks):
+        for task in list(self._tasks):
             task.cancel()
         for closing in (self._producer, self._watcher):
             if closing is not None:
@@ -330,8 +330,8 @@ class KafkaBus:
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
-        self._hook_tasks.add(task)
-        task.add_done_callback(self._hook_tasks.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @staticmethod
     async def _run_hook(hook: ResetHook) -> None:

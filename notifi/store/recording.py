@@ -43,7 +43,7 @@ async def record(
     """Writes the batch in the caller's transaction (none is needed when `one_statement` says
     so); returns the destinations it disabled."""
     disabled: list[asyncpg.Record] = []
-    changing = [f for f in finished if f.destination_id is not None and _changes(f)]
+    changing = _changing(finished)
     if changing:
         ids = sorted({f.destination_id for f in changing if f.destination_id is not None})
         locked = await conn.fetch(query("lock_destinations"), ids)
@@ -79,7 +79,12 @@ async def record(
 def one_statement(finished: Sequence[Finished], requeued: Sequence[DeliveryJob]) -> bool:
     """Whether `record` writes the batch in one statement, its own transaction: outcomes only,
     none of which writes to its stored destination (the common batch)."""
-    return not requeued and not any(f.destination_id is not None and _changes(f) for f in finished)
+    return not requeued and not _changing(finished)
+
+
+def _changing(finished: Sequence[Finished]) -> list[Finished]:
+    """The outcomes that write to their stored destination (under its row lock)."""
+    return [f for f in finished if f.destination_id is not None and _changes(f)]
 
 
 def _outcome_columns(finished: Sequence[Finished]) -> tuple[list[Any], ...]:

@@ -5,9 +5,9 @@
 -- join over a sequential scan is the cheapest plan for a batch whose size the planner guesses
 -- (10 keys), and it stays in use until an ANALYZE invalidates it while the tables grow: every
 -- webhook's load, record and status refresh read the whole deliveries table or notifications
--- table (1,392 rows read per notification in the first seconds at 120/s; 15 with this). A batch is a handful of keys: nested loops over the
--- primary keys are right at every size, so these functions plan without sequential scans,
--- hash or merge joins.
+-- table (1,392 rows read per notification in the first seconds at 120/s; 15 with this). A
+-- batch is a handful of keys: nested loops over the primary keys are right at every size, so
+-- these functions plan without sequential scans, hash or merge joins.
 -- A later CREATE OR REPLACE of any of them must repeat these SET clauses (a redefinition drops
 -- them); tests/integration/test_index_lookups.py fails otherwise.
 ALTER FUNCTION notifi_refresh_status(uuid[])
