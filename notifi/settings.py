@@ -86,7 +86,7 @@ class Kafka:
     static_membership: bool = True  # static group members when the process has an instance id
     publish_timeout: float = 5.0  # seconds a publish may take before BusError
     fetch_max_wait_ms: int = 20  # longest a fetch waits for records
-    linger_ms: int = 2  # how long the producer waits to fill a batch
+    linger_ms: int = 0  # how long the producer waits to fill a batch (0: at once)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -216,6 +216,7 @@ _RULES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("api", "rate_limit"): (lambda v: v >= 0, "0 (no limit) or more requests per second"),
     ("supervisor", "drain_delay"): (lambda v: v >= 0, "0 or more seconds"),
     ("kafka", "linger_ms"): (lambda v: 0 <= v <= 1000, "between 0 and 1000 milliseconds"),
+    ("api", "accept_linger_ms"): (lambda v: 0 <= v <= 1000, "between 0 and 1000 milliseconds"),
     ("poller", "lookahead"): (lambda v: 0 <= v <= 300, "between 0 and 300 seconds"),
     ("retention", "delivered"): (lambda v: v >= 0, "0 (keep forever) or more seconds"),
     ("retention", "failed"): (lambda v: v >= 0, "0 (keep forever) or more seconds"),

@@ -64,7 +64,7 @@ class KafkaBus:
         static_membership: bool = True,
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 1_000,
-        linger_ms: int = 2,
+        linger_ms: int = 0,
         request_timeout_ms: int = 10_000,
         publish_timeout_s: float = 5.0,
         heal_interval_s: float = 1.0,
