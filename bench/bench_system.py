@@ -17,7 +17,7 @@ from bench.chaos_cluster import Cluster
 from tests.support.process import NotifiProcess, free_port
 from tests.support.services import PrivateRedis
 from tests.support.tansu import BINARY as TANSU
-from tests.support.tansu import TansuBroker
+from tests.support.tansu import TANSU_SETTINGS, TansuBroker
 
 # Postgres's own processes: their work (WAL, checkpoints) is partly ours, partly any other
 # database's on a shared server, so they are shown on their own line.
@@ -43,19 +43,18 @@ class System:
             "NOTIFI_REDIS__URL": self.redis.url,
             "NOTIFI_DELIVERY__ALLOWED_NETWORKS": '["127.0.0.0/8"]',
             "NOTIFI_LOG__LEVEL": "warning",
-            **self.settings,
         }
         if self.broker is not None:
             env |= {
                 "NOTIFI_BUS__KIND": "kafka",
                 "NOTIFI_KAFKA__BOOTSTRAP_SERVERS": self.broker.bootstrap,
                 "NOTIFI_KAFKA__TOPIC_PREFIX": f"b{uuid.uuid4().hex[:8]}",
-                "NOTIFI_KAFKA__ENABLE_IDEMPOTENCE": "false",  # tansu has no idempotent producer
+                **TANSU_SETTINGS,
                 # tansu assigns a group after about half the session timeout
                 "NOTIFI_KAFKA__SESSION_TIMEOUT_MS": "2000",
                 "NOTIFI_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
             }
-        return env
+        return env | self.settings  # what the caller asked for wins
 
     async def start(self) -> None:
         self.redis.start()

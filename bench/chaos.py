@@ -54,6 +54,7 @@ from bench.chaos_cluster import ROOT, Cluster, takes_instance_id
 from bench.chaos_load import ChaosReceiver, Load
 from bench.chaos_report import Fault, Summary, broken_promises, summarize
 from tests.support.services import PrivateServices
+from tests.support.tansu import TANSU_SETTINGS
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -233,7 +234,7 @@ def role_env(services: PrivateServices, database: str, prefix: str) -> dict[str,
         "NOTIFI_BUS__KIND": "kafka",
         "NOTIFI_KAFKA__BOOTSTRAP_SERVERS": services.broker.bootstrap,
         "NOTIFI_KAFKA__TOPIC_PREFIX": prefix,
-        "NOTIFI_KAFKA__ENABLE_IDEMPOTENCE": "false",
+        **TANSU_SETTINGS,
         "NOTIFI_KAFKA__SESSION_TIMEOUT_MS": "2000",
         "NOTIFI_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
         # tansu holds every static member's join for max(6 s, session/2 + 3 s), the first one

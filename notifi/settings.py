@@ -85,7 +85,7 @@ class Kafka:
     fetch_max_records: int
     static_membership: bool = True  # static group members when the process has an instance id
     publish_timeout: float = 5.0  # seconds a publish may take before BusError
-    fetch_max_wait_ms: int = 20  # longest a fetch waits for records
+    fetch_max_wait_ms: int = 500  # longest the broker holds an empty fetch
     linger_ms: int = 0  # how long the producer waits to fill a batch (0: at once)
 
 

