@@ -117,6 +117,7 @@ def _delivery(process: Process, probes: list[Probe]) -> list[ChildSpec]:
                 store=store,
                 claims=claims,
                 batch=s.delivery.record_batch,
+                linger_s=s.delivery.record_linger_ms / 1000,
                 bus=bus,
                 events_topic=topics.events,
             ),

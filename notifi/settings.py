@@ -121,6 +121,7 @@ class Delivery:
     breaker_cooldown: float
     breaker_max_cooldown: float
     record_batch: int
+    record_linger_ms: float
     mailbox: int
     rotation_overlap: float
     disable_after: float
@@ -217,6 +218,7 @@ _RULES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("supervisor", "drain_delay"): (lambda v: v >= 0, "0 or more seconds"),
     ("kafka", "linger_ms"): (lambda v: 0 <= v <= 1000, "between 0 and 1000 milliseconds"),
     ("api", "accept_linger_ms"): (lambda v: 0 <= v <= 1000, "between 0 and 1000 milliseconds"),
+    ("delivery", "record_linger_ms"): (lambda v: 0 <= v <= 1000, "between 0 and 1000 milliseconds"),
     ("poller", "lookahead"): (lambda v: 0 <= v <= 300, "between 0 and 300 seconds"),
     ("retention", "delivered"): (lambda v: v >= 0, "0 (keep forever) or more seconds"),
     ("retention", "failed"): (lambda v: v >= 0, "0 (keep forever) or more seconds"),

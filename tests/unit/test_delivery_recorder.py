@@ -82,3 +82,25 @@ async def test_nothing_is_acked_until_written_while_the_store_is_down() -> None:
     await asyncio.wait_for(acked.wait(), 5)
     assert store.calls.count("record") == 4 and len(store.finished) == 1
     await stop(recorder, running)
+
+
+@pytest.mark.parametrize(("linger_s", "writes"), [(0.0, 2), (0.2, 1)])
+async def test_outcomes_that_come_within_the_linger_are_written_together(
+    linger_s: float, writes: int
+) -> None:
+    store, claims, bus = FakeJobStore(), FakeClaims(), MemoryBus()
+    box: Mailbox[Record] = Mailbox("records", 100)
+    recorder = Recorder("recorder", box, store=store, claims=claims, batch=10, bus=bus,
+                        events_topic=EVENTS, linger_s=linger_s)  # fmt: skip
+    running = asyncio.create_task(recorder.run())
+    (first, first_acked), (second, second_acked) = work("a"), work("b")
+    await box.put(Record(first, Finished(first.job, DeliveryStatus.DELIVERED, outcome="delivered")))
+    await asyncio.sleep(0.05)
+    await box.put(
+        Record(second, Finished(second.job, DeliveryStatus.DELIVERED, outcome="delivered"))
+    )
+    for acked in (first_acked, second_acked):
+        await asyncio.wait_for(acked.wait(), 5)
+    assert store.calls.count("record") == writes
+    assert [f.job for f in store.finished] == [first.job, second.job]
+    await stop(recorder, running)
