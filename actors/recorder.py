@@ -54,7 +54,7 @@ class Recorder(Actor):
         batch: int,
         bus: Bus,
         events_topic: str,
-        linger_s: float = 0.002,
+        linger_s: float,
     ) -> None:
         super().__init__(name, inbox)
         self._store, self._claims, self._batch = store, claims, batch

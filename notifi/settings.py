@@ -188,6 +188,9 @@ class Settings:
 
 
 # Rules beyond the type: (section, key) -> (check, what a good value looks like).
+# How long a batcher may wait to fill a batch.
+_LINGER = (lambda v: 0 <= v <= 1000, "between 0 and 1000 milliseconds")
+
 _RULES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("api", "port"): (lambda v: 0 <= v <= 65535, "a port number 0-65535"),
     # orjson refuses deeper than 254 levels when the stored data is encoded again
@@ -216,9 +219,9 @@ _RULES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("api", "max_stored_destinations"): (lambda v: 1 <= v <= 30_000, "between 1 and 30000"),
     ("api", "rate_limit"): (lambda v: v >= 0, "0 (no limit) or more requests per second"),
     ("supervisor", "drain_delay"): (lambda v: v >= 0, "0 or more seconds"),
-    ("kafka", "linger_ms"): (lambda v: 0 <= v <= 1000, "between 0 and 1000 milliseconds"),
-    ("api", "accept_linger_ms"): (lambda v: 0 <= v <= 1000, "between 0 and 1000 milliseconds"),
-    ("delivery", "record_linger_ms"): (lambda v: 0 <= v <= 1000, "between 0 and 1000 milliseconds"),
+    ("kafka", "linger_ms"): _LINGER,
+    ("api", "accept_linger_ms"): _LINGER,
+    ("delivery", "record_linger_ms"): _LINGER,
     ("poller", "lookahead"): (lambda v: 0 <= v <= 300, "between 0 and 300 seconds"),
     ("retention", "delivered"): (lambda v: v >= 0, "0 (keep forever) or more seconds"),
     ("retention", "failed"): (lambda v: v >= 0, "0 (keep forever) or more seconds"),

@@ -73,6 +73,7 @@ class Rig:
                         store=store,
                         claims=claims,
                         batch=10,
+                        linger_s=0.002,
                         bus=self.bus,
                         events_topic=EVENTS,
                     ),

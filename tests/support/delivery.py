@@ -36,6 +36,7 @@ def delivery_tree(
                     store=store,
                     claims=claims,
                     batch=10,
+                    linger_s=0.002,
                     bus=bus or MemoryBus(),
                     events_topic="t.events",
                 ),

@@ -303,6 +303,7 @@ class DeliveryHarness:
                         store=self.store,
                         claims=self.claims,
                         batch=10,
+                        linger_s=0.002,
                         bus=self.bus,
                         events_topic=EVENTS,
                     ),

@@ -35,7 +35,7 @@ async def run_recorder(store: FakeJobStore, claims: FakeClaims, bus: MemoryBus, 
     for r in records:
         await box.put(r)
     recorder = Recorder("recorder", box, store=store, claims=claims, batch=10, bus=bus,
-                        events_topic=EVENTS)  # fmt: skip
+                        events_topic=EVENTS, linger_s=0.002)  # fmt: skip
     return recorder, asyncio.create_task(recorder.run())
 
 
