@@ -19,7 +19,8 @@ from notifi.store import Finished, Store, recording
 from notifi.store.sql import query
 from tests.support.factories import new_notification
 
-# A session keeps its generic plan from the sixth run on: more than that, each with its plan.
+# The plan cache weighs a generic plan from the sixth run on (0012 forces it for the hot
+# functions): more runs than that, each with its plan.
 RUNS = 12
 SEQ_SCAN = re.compile(r"Seq Scan on (deliveries|notifications)\b")
 
@@ -68,3 +69,27 @@ async def test_a_young_database_keeps_index_plans_for_the_hot_statements(
         assert needle in texts
     # ... and none of them, generic ones included, reads a table whole.
     assert SEQ_SCAN.findall(texts) == []
+
+
+GENERIC_LOAD = re.compile(r"Function Scan on k\s+\(cost=[\d.]+ rows=10 ")  # 10: the guess
+
+
+async def test_the_hot_functions_use_their_kept_generic_plan(
+    store: Store, explained: tuple[asyncpg.Connection, list[str]]
+) -> None:
+    """Migration 0012: past the first runs, a one-key batch is not planned again. A custom plan
+    knows the batch (the unnest of one key: rows=1; the refresh's ids as a literal), the
+    generic one only its parameters (rows=10, the planner's guess; `$1`)."""
+    conn, plans = explained
+    batch = [new_notification() for _ in range(RUNS)]
+    await store.accept(batch)
+    for n in batch:
+        await store.route([n.id], 5.0)
+        plans.clear()  # the last run's plans are what a session keeps using
+        await conn.fetch(query("load_jobs"), [n.id], [0])
+        await conn.execute(query("refresh_status"), [n.id])
+    load = [p for p in plans if "Function Scan on k" in p]
+    refresh = [p for p in plans if "Update on notifications" in p]
+    assert len(load) == 1 and len(refresh) == 1  # seen, so the checks below can fail
+    assert GENERIC_LOAD.search(load[0]), load[0]
+    assert "ANY ($1)" in refresh[0] and str(batch[-1].id) not in refresh[0], refresh[0]
