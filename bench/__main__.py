@@ -30,12 +30,11 @@ import aiohttp
 import uvloop
 
 from bench.bench_phases import FULL, QUICK, Phases, Results
-from bench.bench_system import System
+from bench.bench_system import SHARED_PG, System
 from bench.bench_wrk import find_wrk
 from bench.load import target_fields
 
 ROOT = Path(__file__).resolve().parents[1]
-PG = os.environ.get("NOTIFI_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 SYSTEM_GROUPS = ("notifi", "postgres backends", "postgres shared", "redis")
 # The signing secret of `--target signed` and `topic` (a stored webhook always has one), so the
 # two compare like for like.
@@ -95,7 +94,7 @@ async def start_receiver() -> tuple[subprocess.Popen, str]:
 
 
 async def run_mode(mode: str, args: argparse.Namespace, receiver: str, wrk: str | None) -> Results:
-    system = System(mode, PG, {})
+    system = System(mode, SHARED_PG, {})
     sizes = QUICK if args.quick else FULL
     phases = Phases(system, "", receiver, sizes)
     try:

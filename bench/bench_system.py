@@ -5,6 +5,7 @@ the process groups whose CPU counts as the system's."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 import uuid
 from pathlib import Path
@@ -19,6 +20,8 @@ from tests.support.services import PrivateRedis
 from tests.support.tansu import BINARY as TANSU
 from tests.support.tansu import TANSU_SETTINGS, TansuBroker
 
+# The shared Postgres `make bench` runs on (each run on a fresh database of it).
+SHARED_PG = os.environ.get("NOTIFI_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 # Postgres's own processes: their work (WAL, checkpoints) is partly ours, partly any other
 # database's on a shared server, so they are shown on their own line.
 PG_SHARED = ("walwriter", "checkpointer", "background writer", "autovacuum launcher")

@@ -1,13 +1,15 @@
 """Where an immediate notification's time goes in split mode (issue 10's 50 ms p99 at 120/s):
 the roles as processes over a private tansu broker and a private Postgres (fsync off, as
-`make chaos` runs it), an open-loop load of immediate notifications, and per notification the
-stages read back from the database: accept (intended send to the accept transaction's start),
+`make chaos` runs it; `--mode embedded`: `--roles all` instead; `--postgres shared`: the shared
+one, as `make bench` runs), an open-loop load of immediate notifications, and per notification
+the stages read back from the database: accept (intended send to the accept transaction's start),
 route (to the router's `routed_at`), attempt (to the worker's `started_at`), send (to the
 receiver's arrival), and the 202. Also the machine's busy fraction during the load, from
 /proc/stat: at this rate a saturated machine, not a hop, makes the tail.
 
     python -m bench.stages                       # 120/s for 20 s
     python -m bench.stages --rate 60 --env NOTIFI_KAFKA__FETCH_MAX_WAIT_MS=5
+    python -m bench.stages --mode embedded --postgres shared --rate 1000 --seconds 10
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import aiohttp
 import asyncpg
 
 from bench import load
-from bench.bench_system import System
+from bench.bench_system import SHARED_PG, System
 from bench.chaos_report import percentile
 from tests.support.services import PrivatePostgres
 
@@ -74,10 +76,13 @@ def busy_ticks() -> tuple[int, int]:
     return sum(ticks), ticks[3] + ticks[4]
 
 
-async def measure(port: int, rate: float, seconds: float, env: dict[str, str]) -> None:
+async def measure(
+    port: int, rate: float, seconds: float, env: dict[str, str], mode: str, shared_pg: bool
+) -> None:
     """Runs the load against a started receiver on `port` and prints the stages."""
-    postgres = PrivatePostgres().start()
-    system = System("split", postgres.dsn("postgres").rsplit("/", 1)[0], env)
+    postgres = None if shared_pg else PrivatePostgres().start()
+    pg = SHARED_PG if postgres is None else postgres.dsn("postgres").rsplit("/", 1)[0]
+    system = System(mode, pg, env)
     try:
         await system.start()
         target = {"destinations": [{"type": "webhook", "url": f"http://127.0.0.1:{port}/hook"}]}
@@ -107,7 +112,8 @@ async def measure(port: int, rate: float, seconds: float, env: dict[str, str]) -
             await conn.close()
     finally:
         await system.stop()
-        postgres.stop()
+        if postgres is not None:
+            postgres.stop()
     idle = (after[1] - before[1]) / max(after[0] - before[0], 1)
     times = stages(sent, rows, arrivals)
     print(
@@ -123,6 +129,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=120.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--env", action="append", default=[], help="NOTIFI_X__Y=value (repeat)")
+    parser.add_argument("--mode", choices=("split", "embedded"), default="split")
+    parser.add_argument("--postgres", choices=("private", "shared"), default="private")
     args = parser.parse_args()
     env = dict(kv.split("=", 1) for kv in args.env)
     receiver = subprocess.Popen(
@@ -131,7 +139,8 @@ def main() -> None:
     try:
         assert receiver.stdout is not None
         port = int(receiver.stdout.readline())
-        asyncio.run(measure(port, args.rate, args.seconds, env))
+        shared = args.postgres == "shared"
+        asyncio.run(measure(port, args.rate, args.seconds, env, args.mode, shared))
     finally:
         receiver.kill()
 
