@@ -6,6 +6,7 @@ machine it ran on.
     python -m bench --quick         # the same workloads, smaller: under 2 minutes
     python -m bench --modes embedded --profile bench/results/profile.txt   # py-spy, steady phase
     python -m bench --quick --target topic   # to a topic of one stored destination (signed)
+    python -m bench --quick --commit 826d13a  # a snapshot of a commit (bench/snapshot.py)
 
 The system's CPU is read from /proc for Notifi's processes, the Postgres backends of the
 bench's own database (plus Postgres's shared background processes, shown apart) and a private
@@ -33,6 +34,7 @@ from bench.bench_phases import FULL, QUICK, Phases, Results
 from bench.bench_system import SHARED_PG, System
 from bench.bench_wrk import find_wrk
 from bench.load import target_fields
+from bench.snapshot import git, run_snapshot, snapshot_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_GROUPS = ("notifi", "postgres backends", "postgres shared", "redis")
@@ -66,19 +68,14 @@ def machine() -> str:
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
             break
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    if pinned := snapshot_of():
+        source = f"{pinned[:7]} (a snapshot)"
+    else:
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        source = git("rev-parse", "--short", "HEAD") + (" (+local changes)" if dirty else "")
     load1, load5, _ = os.getloadavg()
     return (
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit}"
-        f"{' (+local changes)' if dirty else ''}"
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {source}"
         f", nproc {os.cpu_count()}, {model}, Python {platform.python_version()}"
         f", load average at start {load1:.1f}/{load5:.1f}"
     )
@@ -264,8 +261,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="inline webhook (default), the same signed, or a topic of one stored destination",
     )
     parser.add_argument("--profile", help="py-spy raw profile of embedded's steady phase to here")
+    parser.add_argument("--commit", help="run a snapshot of this commit, not the working tree")
     return parser.parse_args(argv)
 
 
+def entry() -> int:
+    args = parse_args(sys.argv[1:])
+    if args.commit:
+        return run_snapshot("bench", args.commit, sys.argv[1:])
+    return uvloop.run(main(args))
+
+
 if __name__ == "__main__":
-    sys.exit(uvloop.run(main(parse_args(sys.argv[1:]))))
+    sys.exit(entry())

@@ -30,15 +30,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import io
 import json
 import os
 import platform
-import signal
-import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 import tomllib
 import uuid
@@ -53,6 +48,7 @@ import redis
 from bench.chaos_cluster import ROOT, Cluster, takes_instance_id
 from bench.chaos_load import ChaosReceiver, Load
 from bench.chaos_report import Fault, Summary, broken_promises, summarize
+from bench.snapshot import git, run_snapshot, snapshot_of
 from tests.support.services import PrivateServices
 from tests.support.tansu import TANSU_SETTINGS
 
@@ -347,13 +343,8 @@ def machine() -> dict[str, str | int | None]:
     return {"nproc": os.cpu_count(), "model": model, "python": platform.python_version()}
 
 
-def git(*args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-    return done.stdout.strip()
-
-
 def git_state() -> dict[str, str | int]:
-    if pinned := os.environ.get(SNAPSHOT_OF):
+    if pinned := snapshot_of():
         return {"commit": pinned, "uncommitted_files": 0, "source": "snapshot"}
     changed = [line for line in git("status", "--porcelain").splitlines() if line]
     return {
@@ -363,44 +354,14 @@ def git_state() -> dict[str, str | int]:
     }
 
 
-SNAPSHOT_OF = "NOTIFI_CHAOS_SNAPSHOT_OF"  # set in a run from `--commit`: the commit it is
-
-
-def run_snapshot(rev: str, argv: list[str]) -> int:
-    """Exports `rev` with `git archive` and runs this same command from there (without
-    `--commit`), writing the results into this checkout."""
-    sha = git("rev-parse", "--verify", f"{rev}^{{commit}}")
-    if not sha:
-        print(f"--commit: no commit {rev!r}", file=sys.stderr)
-        return 2
-    forwarded, skip = [], False
-    for arg in argv:
-        if skip or arg.startswith("--commit="):
-            skip = False
-            continue
-        if arg == "--commit":
-            skip = True
-            continue
-        forwarded.append(arg)
-    if "--json" not in forwarded and not any(a.startswith("--json=") for a in forwarded):
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        quick = "-quick" if "--quick" in forwarded else ""
-        forwarded += ["--json", str(RESULTS / f"chaos-{stamp}{quick}.json")]
-    archive = subprocess.run(["git", "archive", sha], cwd=ROOT, capture_output=True, check=True)
-    with tempfile.TemporaryDirectory(prefix="notifi-chaos-src-") as src:
-        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-            tar.extractall(src, filter="data")
-        child = subprocess.Popen(
-            [sys.executable, "-m", "bench.chaos", *forwarded],
-            cwd=src,
-            env={**os.environ, SNAPSHOT_OF: sha},
-        )
-        # A SIGTERM for us is one for the run, which then stops what it started.
-        signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
-        try:
-            return child.wait()
-        except KeyboardInterrupt:  # Ctrl-C reached the child too; let it clean up
-            return child.wait()
+def with_results_path(argv: list[str]) -> list[str]:
+    """`argv` with a `--json` into this checkout's results when it names none (a snapshot's
+    own folder is gone when the run ends)."""
+    if "--json" in argv or any(a.startswith("--json=") for a in argv):
+        return argv
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    quick = "-quick" if "--quick" in argv else ""
+    return [*argv, "--json", str(RESULTS / f"chaos-{stamp}{quick}.json")]
 
 
 def _s(value: float | None) -> str:
@@ -533,7 +494,7 @@ async def main(argv: list[str]) -> int:
 def entry() -> int:
     args = parse_args(sys.argv[1:])
     if args.commit:
-        return run_snapshot(args.commit, sys.argv[1:])
+        return run_snapshot("bench.chaos", args.commit, with_results_path(sys.argv[1:]))
 
     async def guarded() -> int:
         # SIGTERM (make interrupted, CI timeout) unwinds like Ctrl-C, so every process and

@@ -1,4 +1,5 @@
-"""The bench's own arithmetic: /proc CPU accounting, wrk's report, py-spy summaries, the table."""
+"""The bench's own arithmetic: /proc CPU accounting, wrk's report, py-spy summaries, the table,
+and what a snapshot run (`--commit`) passes on."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from bench.bench_profile import parse, summarise
 from bench.bench_wrk import WrkResult
 from bench.bench_wrk import parse as parse_wrk
 from bench.load import Sent
+from bench.snapshot import without_commit
 from bench.stages import stages
 
 WRK_OUTPUT = """Running 4s test @ http://127.0.0.1:8080/api/notifications
@@ -102,3 +104,13 @@ def test_split_stages_follow_one_notification_from_intent_to_arrival() -> None:
         "total": [58.0],
         "answer": [12.0],
     }
+
+
+def test_a_snapshot_run_gets_the_arguments_without_commit() -> None:
+    assert without_commit(["--quick", "--commit", "826d13a", "--modes", "split"]) == [
+        "--quick",
+        "--modes",
+        "split",
+    ]
+    assert without_commit(["--commit=HEAD~1", "--json", "x.json"]) == ["--json", "x.json"]
+    assert without_commit(["--quick"]) == ["--quick"]
