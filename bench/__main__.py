@@ -35,8 +35,8 @@ from bench.bench_system import SHARED_PG, System
 from bench.bench_wrk import find_wrk
 from bench.load import target_fields
 from bench.snapshot import git, run_snapshot, snapshot_of
+from tests.support.process import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_GROUPS = ("notifi", "postgres backends", "postgres shared", "redis")
 # The signing secret of `--target signed` and `topic` (a stored webhook always has one), so the
 # two compare like for like.

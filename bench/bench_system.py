@@ -18,7 +18,7 @@ from bench.chaos_cluster import Cluster
 from tests.support.process import NotifiProcess, free_port
 from tests.support.services import PrivateRedis
 from tests.support.tansu import BINARY as TANSU
-from tests.support.tansu import TANSU_SETTINGS, TansuBroker
+from tests.support.tansu import TansuBroker, kafka_env
 
 # The shared Postgres `make bench` runs on (each run on a fresh database of it).
 SHARED_PG = os.environ.get("NOTIFI_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -48,15 +48,7 @@ class System:
             "NOTIFI_LOG__LEVEL": "warning",
         }
         if self.broker is not None:
-            env |= {
-                "NOTIFI_BUS__KIND": "kafka",
-                "NOTIFI_KAFKA__BOOTSTRAP_SERVERS": self.broker.bootstrap,
-                "NOTIFI_KAFKA__TOPIC_PREFIX": f"b{uuid.uuid4().hex[:8]}",
-                **TANSU_SETTINGS,
-                # tansu assigns a group after about half the session timeout
-                "NOTIFI_KAFKA__SESSION_TIMEOUT_MS": "2000",
-                "NOTIFI_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-            }
+            env |= kafka_env(self.broker.bootstrap, f"b{uuid.uuid4().hex[:8]}")
         return env | self.settings  # what the caller asked for wins
 
     async def start(self) -> None:

@@ -50,7 +50,7 @@ from bench.chaos_load import ChaosReceiver, Load
 from bench.chaos_report import Fault, Summary, broken_promises, summarize
 from bench.snapshot import git, run_snapshot, snapshot_of
 from tests.support.services import PrivateServices
-from tests.support.tansu import TANSU_SETTINGS
+from tests.support.tansu import kafka_env
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -227,12 +227,7 @@ def role_env(services: PrivateServices, database: str, prefix: str) -> dict[str,
     producer, short group timeouts as the split-roles test uses, dynamic members), loopback
     webhooks allowed, JSON logs."""
     return {
-        "NOTIFI_BUS__KIND": "kafka",
-        "NOTIFI_KAFKA__BOOTSTRAP_SERVERS": services.broker.bootstrap,
-        "NOTIFI_KAFKA__TOPIC_PREFIX": prefix,
-        **TANSU_SETTINGS,
-        "NOTIFI_KAFKA__SESSION_TIMEOUT_MS": "2000",
-        "NOTIFI_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+        **kafka_env(services.broker.bootstrap, prefix),
         # tansu holds every static member's join for max(6 s, session/2 + 3 s), the first one
         # included, where Kafka hands a returning static member its partitions at once; on
         # tansu, dynamic members re-join in about 1 s. The product default stays static (right
@@ -354,14 +349,17 @@ def git_state() -> dict[str, str | int]:
     }
 
 
+def results_path(started: datetime, quick: bool) -> Path:
+    """Where a run's JSON goes unless `--json` says: this checkout's results."""
+    return RESULTS / f"chaos-{started:%Y%m%d-%H%M%S}{'-quick' if quick else ''}.json"
+
+
 def with_results_path(argv: list[str]) -> list[str]:
     """`argv` with a `--json` into this checkout's results when it names none (a snapshot's
     own folder is gone when the run ends)."""
     if "--json" in argv or any(a.startswith("--json=") for a in argv):
         return argv
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    quick = "-quick" if "--quick" in argv else ""
-    return [*argv, "--json", str(RESULTS / f"chaos-{stamp}{quick}.json")]
+    return [*argv, "--json", str(results_path(datetime.now(UTC), "--quick" in argv))]
 
 
 def _s(value: float | None) -> str:
@@ -473,7 +471,7 @@ async def main(argv: list[str]) -> int:
     for r in results:
         for note in r.notes:
             print(f"  {r.scenario.name}: {note}")
-    out = args.json or RESULTS / f"chaos-{stamp}{'-quick' if args.quick else ''}.json"
+    out = args.json or results_path(started, args.quick)
     out.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "date": started.isoformat(),

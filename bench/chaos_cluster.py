@@ -17,9 +17,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support.process import free_port
+from tests.support.process import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 SUPERVISOR = ROOT / "supervisor.py"
 
 

@@ -12,9 +12,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.process import ROOT
+
 # Set in a run from `--commit`: the commit it is (named when only `make chaos` had `--commit`;
 # snapshots of older commits read it under this name).
 SNAPSHOT_OF = "NOTIFI_CHAOS_SNAPSHOT_OF"

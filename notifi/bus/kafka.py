@@ -69,7 +69,7 @@ class KafkaBus:
         publish_timeout_s: float = 5.0,
         heal_interval_s: float = 1.0,
         metadata_max_age_ms: int = 5_000,
-        fetch_max_wait_ms: int = 20,
+        fetch_max_wait_ms: int = 500,
     ) -> None:
         _never_auto_create_topics()
         self._servers = bootstrap_servers

@@ -23,7 +23,7 @@ from notifi.store.destinations import Destinations, Fields, NewDestination
 from tests.support.factories import new_notification
 from tests.support.process import NotifiProcess, free_port
 from tests.support.receiver import Receiver
-from tests.support.tansu import TANSU_SETTINGS, TansuBroker
+from tests.support.tansu import TansuBroker, kafka_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
@@ -90,14 +90,9 @@ async def test_rate_limit_holds_across_two_delivery_processes(
 ) -> None:
     env = {
         **settings_env,
-        "NOTIFI_BUS__KIND": "kafka",
-        "NOTIFI_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
-        "NOTIFI_KAFKA__TOPIC_PREFIX": f"t{uuid.uuid4().hex[:8]}",
-        **TANSU_SETTINGS,
+        **kafka_env(broker.bootstrap, f"t{uuid.uuid4().hex[:8]}"),
         "NOTIFI_KAFKA__PARTITIONS": "4",
-        "NOTIFI_KAFKA__SESSION_TIMEOUT_MS": "2000",
         "NOTIFI_KAFKA__STATIC_MEMBERSHIP": "false",  # tansu holds static joins (README)
-        "NOTIFI_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
         "NOTIFI_POLLER__INTERVAL": "0.2",
         "NOTIFI_SUPERVISOR__SHUTDOWN_TIMEOUT": "5",
     }

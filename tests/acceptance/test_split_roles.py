@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.process import NotifiProcess, free_port
 from tests.support.receiver import Receiver
-from tests.support.tansu import TANSU_SETTINGS, TansuBroker
+from tests.support.tansu import TansuBroker, kafka_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
@@ -67,15 +67,10 @@ async def test_split_roles_survive_a_killed_delivery(
 ) -> None:
     env = {
         **settings_env,
-        "NOTIFI_BUS__KIND": "kafka",
-        "NOTIFI_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
-        "NOTIFI_KAFKA__TOPIC_PREFIX": f"t{uuid.uuid4().hex[:8]}",
-        **TANSU_SETTINGS,
+        **kafka_env(broker.bootstrap, f"t{uuid.uuid4().hex[:8]}"),
         "NOTIFI_KAFKA__PARTITIONS": "4",
-        "NOTIFI_KAFKA__SESSION_TIMEOUT_MS": "2000",
         # tansu holds each static join for 6 s or more (README, faults): dynamic members here.
         "NOTIFI_KAFKA__STATIC_MEMBERSHIP": "false",
-        "NOTIFI_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
         "NOTIFI_POLLER__INTERVAL": "0.2",
         # The scheduled half (1-2.8 s ahead) goes through the outbox and the pollers, not the
         # router's lookahead: every role's own path is taken, and its metrics checked below.

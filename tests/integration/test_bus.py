@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from notifi.bus import Bus, BusError, KafkaBus, MemoryBus
-from tests.support.tansu import TansuBroker
+from tests.support.tansu import TANSU_FETCH_MAX_WAIT_MS, TansuBroker
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -29,6 +29,7 @@ def kafka_bus(broker: TansuBroker, topics: list[str]) -> KafkaBus:
         session_timeout_ms=2000,
         heartbeat_interval_ms=500,
         request_timeout_ms=3000,
+        fetch_max_wait_ms=TANSU_FETCH_MAX_WAIT_MS,
     )
 
 

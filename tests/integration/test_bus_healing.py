@@ -36,7 +36,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from notifi.bus import BusError, KafkaBus, Record
 from notifi.bus.healing import backoff_s, group_instance_id, survey
 from tests.support.process import ROOT
-from tests.support.tansu import TansuBroker
+from tests.support.tansu import TANSU_FETCH_MAX_WAIT_MS, TansuBroker
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -52,6 +52,7 @@ def make_bus(bootstrap: str, topics: list[str], **overrides: object) -> KafkaBus
         "publish_timeout_s": 3.0,
         "heal_interval_s": 0.5,
         "metadata_max_age_ms": 2000,
+        "fetch_max_wait_ms": TANSU_FETCH_MAX_WAIT_MS,
     }
     settings.update(overrides)
     return KafkaBus(bootstrap, topics=topics, **settings)  # type: ignore[arg-type]
@@ -298,10 +299,12 @@ async def test_every_process_counts_the_reset_even_when_another_re_created_the_t
 MEMBER = """
 import asyncio, sys
 from notifi.bus import KafkaBus
+from tests.support.tansu import TANSU_FETCH_MAX_WAIT_MS
 
 async def main(bootstrap, topic, session_ms):
     bus = KafkaBus(bootstrap, topics=[topic], partitions=2, instance_id="pod-0",
-                   session_timeout_ms=int(session_ms), heartbeat_interval_ms=1000)
+                   session_timeout_ms=int(session_ms), heartbeat_interval_ms=1000,
+                   fetch_max_wait_ms=TANSU_FETCH_MAX_WAIT_MS)
     await bus.start()
     consumer = bus.consumer(topic, "g", instance_id="router-0")
     await consumer.start()

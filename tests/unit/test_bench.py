@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import os
 
+import pytest
+
 from bench.__main__ import table
 from bench.bench_cpu import TICKS_PER_S, CpuWindow, read_stat
 from bench.bench_phases import Results, pct
 from bench.bench_profile import parse, summarise
 from bench.bench_wrk import WrkResult
 from bench.bench_wrk import parse as parse_wrk
+from bench.chaos import with_results_path
 from bench.load import Sent
-from bench.snapshot import without_commit
+from bench.snapshot import run_snapshot, without_commit
 from bench.stages import stages
+from tests.support.process import ROOT
 
 WRK_OUTPUT = """Running 4s test @ http://127.0.0.1:8080/api/notifications
   2 threads and 64 connections
@@ -114,3 +118,18 @@ def test_a_snapshot_run_gets_the_arguments_without_commit() -> None:
     ]
     assert without_commit(["--commit=HEAD~1", "--json", "x.json"]) == ["--json", "x.json"]
     assert without_commit(["--quick"]) == ["--quick"]
+
+
+def test_a_snapshot_of_no_commit_is_refused_before_anything_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run_snapshot("bench", "no-such-commit-0000", ["--quick"]) == 2
+    assert "--commit: no commit 'no-such-commit-0000'" in capsys.readouterr().err
+
+
+def test_a_chaos_snapshot_writes_its_results_into_this_checkout() -> None:
+    argv = with_results_path(["--quick", "--scenario", "none"])
+    assert argv[:4] == ["--quick", "--scenario", "none", "--json"]
+    assert argv[4].startswith(str(ROOT / "bench" / "results" / "chaos-"))
+    assert argv[4].endswith("-quick.json")
+    assert with_results_path(["--json=x.json"]) == ["--json=x.json"]
