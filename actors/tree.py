@@ -95,7 +95,7 @@ def _delivery(process: Process, probes: list[Probe]) -> list[ChildSpec]:
     records: Mailbox = Mailbox("delivery-records", s.delivery.mailbox)
     probes += [depth_probe(work), depth_probe(records)]
     policy = RetryPolicy.of(s.delivery.retry_schedule, s.delivery.retry_jitter)
-    webhook = WebhookSender(process.http, process.policy, s.delivery.timeout)
+    webhook = WebhookSender(process.http, s.delivery.timeout)
     senders: dict[str, Sender] = {
         "webhook": webhook,
         "email": EmailSender(s.smtp, s.delivery.timeout),

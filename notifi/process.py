@@ -15,8 +15,8 @@ import structlog
 from notifi.bus import Bus, KafkaBus, MemoryBus, topic_names
 from notifi.claims import Claims
 from notifi.destination_limits import DestinationLimits
+from notifi.destinations.http_client import HttpClient
 from notifi.destinations.network import AddressPolicy
-from notifi.destinations.webhook import make_session
 from notifi.marks import ChangeMarks
 from notifi.plan import Plan
 from notifi.settings import Settings
@@ -42,7 +42,7 @@ class Process:
         self.marks: ChangeMarks | None = None  # api and delivery roles (notifi.marks)
         self.limits: DestinationLimits | None = None  # delivery role only: shared rate limits
         self.policy: AddressPolicy  # delivery role only
-        self.http: aiohttp.ClientSession  # delivery role only: sends to destinations
+        self.http: HttpClient  # delivery role only: sends to destinations
         self.api_http: aiohttp.ClientSession  # api role only: fetches the Access JWKS
         self.draining = False
 
@@ -119,7 +119,7 @@ class Process:
         )
         self.limits = DestinationLimits(redis, prefix=s.redis.key_prefix)
         self.policy = AddressPolicy(s.delivery.allowed_networks)
-        self.http = make_session(
+        self.http = HttpClient(
             self.policy,
             limit=s.delivery.max_connections,
             limit_per_host=s.delivery.max_connections_per_host,

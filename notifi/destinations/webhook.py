@@ -18,22 +18,16 @@ from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import aiohttp
 import orjson
 
 from notifi.destinations.base import Outcome, SendResult, bounded
-from notifi.destinations.network import (
-    AddressPolicy,
-    BlockedAddress,
-    GuardedResolver,
-    literal_host,
-)
+from notifi.destinations.http_client import BadResponse, ConnectFailed, HttpClient, Response
+from notifi.destinations.network import BlockedAddress
 from notifi.model import Notification
 
 SECRET_PREFIX = "whsec_"
 USER_AGENT = "Notifi/0.1"
 _RETRYABLE = {408, 425, 429}
-_READ_LIMIT = 4096
 # Framing and protocol headers: set by the client library and by us, never by a destination.
 RESERVED_HEADERS = frozenset(
     {
@@ -140,27 +134,10 @@ def retry_after_s(value: str | None, now: float | None = None) -> float | None:
     return max(when.timestamp() - (now if now is not None else time.time()), 0.0)
 
 
-def make_session(
-    policy: AddressPolicy, *, limit: int = 512, limit_per_host: int = 64
-) -> aiohttp.ClientSession:
-    """The one HTTP client session of a delivery process, resolving through the guard. It keeps
-    no cookies: it sends for every client, and a cookie one receiver set while answering one
-    client's delivery would otherwise go out with the next delivery to that host."""
-    connector = aiohttp.TCPConnector(
-        resolver=GuardedResolver(policy), limit=limit, limit_per_host=limit_per_host
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        headers={"User-Agent": USER_AGENT},
-        cookie_jar=aiohttp.DummyCookieJar(),
-    )
-
-
 class WebhookSender:
-    def __init__(self, session: aiohttp.ClientSession, policy: AddressPolicy, timeout_s: float):
-        self._session = session
-        self._policy = policy
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+    def __init__(self, client: HttpClient, timeout_s: float):
+        self._client = client
+        self._timeout_s = timeout_s
 
     async def send(self, destination: Mapping[str, Any], notification: Notification) -> SendResult:
         return await self.post(destination, str(notification.id), webhook_payload(notification))
@@ -178,7 +155,6 @@ class WebhookSender:
     async def _post(
         self, destination: Mapping[str, Any], msg_id: str, payload: bytes
     ) -> SendResult:
-        url = destination["url"]
         timestamp = int(time.time())
         try:
             own = destination_headers(destination.get("headers"))
@@ -190,47 +166,40 @@ class WebhookSender:
             "webhook-id": msg_id,
             "webhook-timestamp": str(timestamp),
         }
+        if not any(name.lower() == "user-agent" for name in own):  # theirs replaces ours
+            headers["user-agent"] = USER_AGENT
         if secret := destination.get("secret"):
             headers["webhook-signature"] = signatures(
                 secret, destination.get("previous_secret"), msg_id, timestamp, payload
             )
         try:
-            host, ip = literal_host(url)
-            if ip is not None:  # aiohttp skips the resolver for these
-                self._policy.check(host, ip)
-            async with self._session.post(
-                url,
-                data=payload,
-                headers=headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as response:
-                text = await response.content.read(_READ_LIMIT)
-                return _classify(response, text.decode(errors="replace"))
+            response = await self._client.post(
+                destination["url"], headers, payload, timeout_s=self._timeout_s
+            )
         except BlockedAddress as exc:
             return SendResult(Outcome.PERMANENT, error=bounded(str(exc)))
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, BlockedAddress):
-                return SendResult(Outcome.PERMANENT, error=bounded(str(exc.os_error)))
-            return SendResult(Outcome.RETRY, error=bounded(f"connection failed: {exc.strerror}"))
-        except (aiohttp.InvalidURL, ValueError) as exc:
+        except ConnectFailed as exc:
+            return SendResult(Outcome.RETRY, error=bounded(f"connection failed: {exc}"))
+        except ValueError as exc:
             return SendResult(Outcome.PERMANENT, error=bounded(f"invalid URL: {exc}"))
         except TimeoutError:
-            return SendResult(Outcome.RETRY, error=f"timed out after {self._timeout.total:g}s")
-        except (aiohttp.ClientError, OSError) as exc:
+            return SendResult(Outcome.RETRY, error=f"timed out after {self._timeout_s:g}s")
+        except (BadResponse, OSError) as exc:
             return SendResult(Outcome.RETRY, error=bounded(f"{type(exc).__name__}: {exc}"))
+        return _classify(response)
 
 
-def _classify(response: aiohttp.ClientResponse, text: str) -> SendResult:
+def _classify(response: Response) -> SendResult:
     status = response.status
     if 200 <= status < 300:
         return SendResult(Outcome.DELIVERED, status)
-    error = bounded(f"HTTP {status}: {text.strip()}" if text.strip() else f"HTTP {status}")
+    text = response.body.decode(errors="replace").strip()
+    error = bounded(f"HTTP {status}: {text}" if text else f"HTTP {status}")
     if status in _RETRYABLE or status >= 500:
-        after = retry_after_s(response.headers.get("Retry-After"))
+        after = retry_after_s(response.headers.get("retry-after"))
         return SendResult(Outcome.RETRY, status, error, after)
     if 300 <= status < 400:
         error = bounded(
-            f"HTTP {status}: redirects are not followed ({response.headers.get('Location', '')})"
+            f"HTTP {status}: redirects are not followed ({response.headers.get('location', '')})"
         )
     return SendResult(Outcome.PERMANENT, status, error)

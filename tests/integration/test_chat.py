@@ -8,8 +8,9 @@ import pytest
 
 from notifi.destinations.base import Outcome
 from notifi.destinations.chat import ChatSender
+from notifi.destinations.http_client import HttpClient
 from notifi.destinations.network import AddressPolicy
-from notifi.destinations.webhook import WebhookSender, make_session
+from notifi.destinations.webhook import WebhookSender
 from notifi.model import Notification
 from tests.support.receiver import Receiver
 
@@ -20,9 +21,9 @@ from tests.support.receiver import Receiver
 async def test_chat_payload_arrives(kind: str, key: str) -> None:
     receiver = await Receiver().start()
     policy = AddressPolicy(["127.0.0.0/8"])
-    session = make_session(policy)
+    session = HttpClient(policy)
     try:
-        chat = ChatSender(WebhookSender(session, policy, 2), kind)
+        chat = ChatSender(WebhookSender(session, 2), kind)
         n = Notification(id=UUID(int=1), title="T", body="B", data={"a": 1})
         result = await chat.send({"type": kind, "url": receiver.url(kind)}, n)
         assert result.outcome is Outcome.DELIVERED

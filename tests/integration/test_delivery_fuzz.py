@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 
 from notifi.destinations.chat import PAYLOADS, ChatSender
 from notifi.destinations.email import EmailSender
+from notifi.destinations.http_client import HttpClient
 from notifi.destinations.network import AddressPolicy
-from notifi.destinations.webhook import WebhookSender, make_session
+from notifi.destinations.webhook import WebhookSender
 from notifi.model import DeliveryStatus
 from notifi.settings import Smtp
 from tests.support.fake_delivery import DeliveryHarness, job_row
@@ -138,8 +139,8 @@ def world() -> Iterator[World]:
         async def start() -> tuple[DeliveryHarness, Receiver, Any]:
             receiver = await Receiver().start()
             policy = AddressPolicy(["127.0.0.0/8"])
-            session = make_session(policy)
-            webhook = WebhookSender(session, policy, 5)
+            session = HttpClient(policy)
+            webhook = WebhookSender(session, 5)
             relay = Smtp("127.0.0.1", port, "notifi@example.com", False, "", "")
             senders = {
                 "webhook": webhook,

@@ -25,8 +25,9 @@ from actors.recorder import Recorder
 from notifi.bus import MemoryBus
 from notifi.claims import Claims
 from notifi.destination_limits import REDIS_AWAY_RETRY_S, DestinationLimits
+from notifi.destinations.http_client import HttpClient
 from notifi.destinations.network import AddressPolicy
-from notifi.destinations.webhook import WebhookSender, make_session
+from notifi.destinations.webhook import WebhookSender
 from notifi.hosts import HostGate
 from notifi.model import DeliveryJob
 from notifi.retry import RetryPolicy
@@ -135,8 +136,8 @@ async def receiver() -> AsyncIterator[Receiver]:
 @pytest.fixture
 async def sender() -> AsyncIterator[WebhookSender]:
     policy = AddressPolicy(["127.0.0.0/8"])
-    session = make_session(policy)
-    yield WebhookSender(session, policy, timeout_s=2)
+    session = HttpClient(policy)
+    yield WebhookSender(session, timeout_s=2)
     await session.close()
 
 

@@ -11,8 +11,9 @@ from aiohttp import web
 
 from actors.delivery import Work
 from notifi.claims import Claims
+from notifi.destinations.http_client import HttpClient
 from notifi.destinations.network import AddressPolicy
-from notifi.destinations.webhook import WebhookSender, make_session
+from notifi.destinations.webhook import WebhookSender
 from notifi.model import DeliveryJob
 from notifi.runtime import Mailbox
 from notifi.store import Store
@@ -50,8 +51,8 @@ async def test_success_while_postgres_is_down_is_not_sent_twice(
     )
     claims = Claims(redis, proxied, prefix=key_prefix, claim_ttl_s=30, delivered_ttl_s=60)
     policy = AddressPolicy(["127.0.0.0/8"])
-    session = make_session(policy)
-    sender = WebhookSender(session, policy, 2)
+    session = HttpClient(policy)
+    sender = WebhookSender(session, 2)
     now = datetime.now(UTC)
     job = DeliveryJob(n.id, 0, 1, now)
     try:

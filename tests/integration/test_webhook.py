@@ -17,8 +17,9 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from notifi.destinations.base import Outcome
-from notifi.destinations.network import AddressPolicy, GuardedResolver
-from notifi.destinations.webhook import WebhookSender, make_session
+from notifi.destinations.http_client import HttpClient
+from notifi.destinations.network import AddressPolicy
+from notifi.destinations.webhook import WebhookSender
 from notifi.model import Notification
 from tests.support.process import free_port
 
@@ -57,8 +58,8 @@ async def server() -> AsyncIterator[tuple[str, list[web.Request]]]:
 @pytest.fixture
 async def sender() -> AsyncIterator[WebhookSender]:
     policy = AddressPolicy(["127.0.0.0/8"])
-    session = make_session(policy)
-    yield WebhookSender(session, policy, timeout_s=0.5)
+    session = HttpClient(policy)
+    yield WebhookSender(session, timeout_s=0.5)
     await session.close()
 
 
@@ -177,10 +178,8 @@ async def test_private_destinations_are_blocked_by_default(server, host: str) ->
     base, seen = server
     port = base.rsplit(":", 1)[1]
     policy = AddressPolicy()
-    async with make_session(policy) as session:
-        result = await WebhookSender(session, policy, 1).send(
-            {"url": f"http://{host}:{port}/200"}, MESSAGE
-        )
+    async with HttpClient(policy) as session:
+        result = await WebhookSender(session, 1).send({"url": f"http://{host}:{port}/200"}, MESSAGE)
     assert result.outcome is Outcome.PERMANENT
     assert "allowed_networks" in result.error
     assert seen == []
@@ -207,10 +206,8 @@ async def test_a_name_that_resolves_to_a_private_address_is_blocked(server) -> N
         async def close(self) -> None:
             pass
 
-    policy = AddressPolicy()
-    connector = aiohttp.TCPConnector(resolver=GuardedResolver(policy, Rebinding()))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        result = await WebhookSender(session, policy, 1).send(
+    async with HttpClient(AddressPolicy(), resolver=Rebinding()) as client:
+        result = await WebhookSender(client, 1).send(
             {"url": f"http://hooks.example.com:{port}/200"}, MESSAGE
         )
     assert result.outcome is Outcome.PERMANENT and "127.0.0.1" in result.error
