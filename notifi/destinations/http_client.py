@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import aiohappyeyeballs
 import httptools
 from aiohttp.abc import AbstractResolver
 from yarl import URL
@@ -27,6 +28,7 @@ from notifi.destinations.network import AddressPolicy, BlockedAddress, GuardedRe
 
 IDLE_S = 4.0
 DNS_TTL_S = 10.0
+CONNECT_STAGGER_S = 0.25  # aiohttp's
 MAX_HEADER_BYTES = 65536
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -81,6 +83,12 @@ def request_bytes(t: Target, headers: Mapping[str, str], body: bytes) -> bytes:
     if block.count("\n") != len(lines) or block.count("\r") != len(lines):
         raise ValueError("a header name or value holds a line break")
     return b"".join((t.head, block.encode(), b"Content-Length: %d\r\n\r\n" % len(body), body))
+
+
+def _addr_info(address: str, port: int) -> aiohappyeyeballs.AddrInfoType:
+    if ":" in address:
+        return (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port, 0, 0))
+    return (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))
 
 
 class _Connection(asyncio.Protocol):
@@ -184,7 +192,14 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        self.reusable = keep_alive and not self.closed
+        transport = self._transport
+        # Not when the receiver answered before taking the whole request (a 413, say).
+        self.reusable = (
+            keep_alive
+            and not self.closed
+            and transport is not None
+            and not transport.get_write_buffer_size()
+        )
         waiter.set_result(Response(self._status, self._headers, b"".join(self._body)))
         self._headers = {}  # bytes past the response must not reach the one returned
 
@@ -307,28 +322,34 @@ class HttpClient:
             self._sweep = asyncio.get_running_loop().call_later(IDLE_S, self._close_stale)
 
     async def _connect(self, t: Target) -> _Connection:
+        """A new connection to one of the host's allowed addresses, tried as aiohttp does
+        (Happy Eyeballs, RFC 8305: families interleaved, the next attempt started after
+        `CONNECT_STAGGER_S` while the last one hangs)."""
         if t.ip is not None:
             self._policy.check(t.host, t.ip)
             addresses = [t.ip]
         else:
             addresses = await self._resolve(t.host, t.port)
-        loop = asyncio.get_running_loop()
+        try:
+            sock = await aiohappyeyeballs.start_connection(
+                [_addr_info(address, t.port) for address in addresses],
+                happy_eyeballs_delay=CONNECT_STAGGER_S,
+                interleave=1,
+            )
+        except OSError as exc:
+            raise ConnectFailed(f"cannot connect to {t.host}:{t.port} ({exc})") from exc
         tls = self._tls_context() if t.tls else None
-        failures = []
-        for address in addresses:
-            try:
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(self._read_limit),
-                    address,
-                    t.port,
-                    ssl=tls,
-                    server_hostname=t.host if tls else None,
-                )
-            except OSError as exc:
-                failures.append(f"{address}: {exc.strerror or exc}")
-                continue
-            return conn
-        raise ConnectFailed(f"cannot connect to {t.host}:{t.port} ({'; '.join(failures)})")
+        try:
+            _, conn = await asyncio.get_running_loop().create_connection(
+                lambda: _Connection(self._read_limit),
+                sock=sock,
+                ssl=tls,
+                server_hostname=t.host if tls else None,
+            )
+        except OSError as exc:  # the TLS handshake
+            sock.close()
+            raise ConnectFailed(f"cannot connect to {t.host}:{t.port} ({exc})") from exc
+        return conn
 
     async def _resolve(self, host: str, port: int) -> list[str]:
         """The allowed addresses of `host` (raises BlockedAddress when there are none),

@@ -265,20 +265,21 @@ async def test_addresses_are_checked_before_connecting(serve) -> None:
 
 
 class Counting(AbstractResolver):
-    def __init__(self, address: str) -> None:
-        self.address, self.calls = address, 0
+    def __init__(self, *addresses: str) -> None:
+        self.addresses, self.calls = addresses, 0
 
     async def resolve(self, host, port=0, family=socket.AF_INET):
         self.calls += 1
         return [
             {
                 "hostname": host,
-                "host": self.address,
+                "host": address,
                 "port": port,
                 "family": socket.AF_INET,
                 "proto": 0,
                 "flags": 0,
             }
+            for address in self.addresses
         ]
 
     async def close(self) -> None:
@@ -349,5 +350,39 @@ async def test_https_is_verified_against_the_trust_store(tmp_path) -> None:
             assert (await post(client, url)).body == b"ok"
         # the refused handshake never reached the handler; the two sends shared one connection
         assert raw.connections == 1 and len(raw.requests) == 2
+    finally:
+        server.close()
+
+
+async def test_an_address_that_refuses_is_passed_over_for_the_next(serve) -> None:
+    raw = await serve(writes(OK))  # listening on 127.0.0.1 only
+    port = raw.url.split(":")[2][:-5]
+    async with HttpClient(LOOPBACK, resolver=Counting("127.0.0.2", "127.0.0.1")) as client:
+        assert (await post(client, f"http://hooks.example:{port}/hook")).status == 200
+    async with HttpClient(LOOPBACK, resolver=Counting("127.0.0.2", "127.0.0.3")) as client:
+        with pytest.raises(ConnectFailed, match=r"cannot connect to hooks\.example"):
+            await post(client, f"http://hooks.example:{port}/hook")
+    assert raw.connections == 1
+
+
+async def test_an_answer_before_the_whole_request_was_taken_ends_the_connection() -> None:
+    connections = 0
+
+    async def early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.readuntil(b"\r\n\r\n")  # the head only, never the body
+        writer.write(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(5)  # and keeps the connection open
+
+    server = await asyncio.start_server(early, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    try:
+        async with HttpClient(LOOPBACK) as client:
+            for _ in range(2):
+                response = await client.post(url, {}, b"x" * 32_000_000, timeout_s=5)
+                assert response.status == 413
+        assert connections == 2
     finally:
         server.close()
