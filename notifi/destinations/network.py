@@ -93,16 +93,6 @@ def literal_ip(host: str) -> IPAddress | None:
         return None
 
 
-@functools.lru_cache(maxsize=_CACHED_URLS)
-def literal_host(url: str) -> tuple[str, str | None]:
-    """A URL's host as aiohttp connects to it, and its address when it is an IP literal (which
-    aiohttp connects to without the resolver, so the sender checks it itself). Raises
-    ValueError for a URL yarl cannot read."""
-    host = URL(url).host or ""
-    ip = literal_ip(host)
-    return host, None if ip is None else str(ip)
-
-
 class GuardedResolver(AbstractResolver):
     """aiohttp's resolver, keeping only addresses the policy allows."""
 
@@ -134,7 +124,8 @@ def _inet_aton(host: str) -> str | None:
 def ipv4_literal_problem(written: str, connected: str) -> str | None:
     """What is wrong with a host that is, or could be read as, an IPv4 address but is not
     written as the canonical dotted quad — or None. `written` is the host as given (lowercase),
-    `connected` the one aiohttp would connect to (IDNA-mapped: full-width digits become ASCII).
+    `connected` the one the webhook client connects to (IDNA-mapped by yarl: full-width digits
+    become ASCII).
 
     Such a host means one thing to Notifi's checks and another to a resolver or a proxy, so it
     is refused instead of guessed at; a canonical literal passes on to the address policy."""
@@ -176,7 +167,7 @@ def _check_url_shape(url: str) -> str | None:
     try:
         parts = urlsplit(url)
         port = parts.port
-        # yarl maps a non-ASCII host (IDNA: full-width digits become ASCII) as aiohttp will.
+        # yarl maps a non-ASCII host (IDNA: full-width digits become ASCII) as the client will.
         connected = parts.hostname if (parts.hostname or "").isascii() else URL(url).host
     except ValueError as exc:
         return f"is not a valid URL ({exc})"
