@@ -38,7 +38,7 @@ bench: $(STAMP) services
 
 # Fault injection on private Postgres/Redis/broker processes; prints a table per scenario.
 chaos: $(STAMP) services
-	$(BIN)/python -m bench.chaos
+	$(BIN)/python -m bench.chaos $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

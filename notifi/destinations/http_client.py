@@ -1,8 +1,8 @@
 """The delivery process's HTTP/1.1 client: POSTs over keep-alive connections pooled per origin,
 responses parsed by httptools (llhttp, the parser of Node.js). It does what a send to a
 destination needs and nothing more (no redirects, cookies, proxies or compression), so a POST
-costs about a third of the client CPU it costs through aiohttp's `ClientSession`, which at a
-steady rate was the largest single share of the delivery role (README, Benchmark).
+costs less than half the client CPU it cost through aiohttp's `ClientSession`, until then the
+largest single share of the delivery role (README, Benchmark).
 
 Every address is checked against the `AddressPolicy` before it is connected to: IP literals as
 written, names on what they resolve to (remembered for `DNS_TTL_S`). A connection is reused only
