@@ -29,7 +29,8 @@ from notifi.destinations.network import AddressPolicy, BlockedAddress, GuardedRe
 IDLE_S = 4.0
 DNS_TTL_S = 10.0
 CONNECT_STAGGER_S = 0.25  # aiohttp's
-MAX_HEADER_BYTES = 65536
+MAX_HEAD_BYTES = 65536  # a response's status line and headers (aiohttp: 8190 per line)
+_HEAD_SLICE = 8192
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -101,7 +102,7 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[Response] | None = None
         self._status = 0
         self._headers: dict[str, str] = {}
-        self._header_bytes = 0
+        self._head_bytes = 0
         self._body: list[bytes] = []
         self._body_len = 0
         self.closed = False
@@ -117,16 +118,35 @@ class _Connection(asyncio.Protocol):
             self.close()  # nothing was asked: a receiver talking out of turn is not reused
             return
         try:
-            self._parser.feed_data(data)
+            if self._status >= 200:
+                self._parser.feed_data(data)
+            else:
+                self._feed_head(data)
+        except BadResponse as exc:
+            self._fail(exc)
         except httptools.HttpParserUpgrade:
             self._fail(BadResponse("the receiver switched protocols"))
         except httptools.HttpParserError as exc:
-            ours = exc.__context__  # raised by a callback below
-            self._fail(
-                ours
-                if isinstance(ours, BadResponse)
-                else BadResponse(f"malformed HTTP response: {exc}")
-            )
+            self._fail(BadResponse(f"malformed HTTP response: {exc}"))
+        else:
+            # The answer is known once its status is, and for an error its first body bytes
+            # (as aiohttp's read gave them): the rest is not waited for, and the connection,
+            # its response unfinished, is not used again.
+            if self._status >= 200 and (self._status < 300 or self._body_len):
+                self._finish(keep_alive=False)
+
+    def _feed_head(self, data: bytes) -> None:
+        """Feeds the parser in slices while the head is arriving, so that a head longer than
+        `MAX_HEAD_BYTES` (one endless header line, say) is refused as it grows."""
+        for start in range(0, len(data), _HEAD_SLICE):
+            if self._status >= 200:
+                self._parser.feed_data(data[start:])
+                return
+            piece = data[start : start + _HEAD_SLICE]
+            self._head_bytes += len(piece)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                raise BadResponse(f"response head over {MAX_HEAD_BYTES} bytes")
+            self._parser.feed_data(piece)
 
     def eof_received(self) -> bool:
         return False  # close the transport
@@ -136,8 +156,8 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            if self._status and not self._parser.should_keep_alive():
-                self._finish(keep_alive=False)  # a body delimited by the close
+            if self._status >= 200:
+                self._finish(keep_alive=False)  # the answer was given; its body ended here
             else:
                 waiter.set_exception(BadResponse("the receiver closed the connection"))
 
@@ -147,9 +167,6 @@ class _Connection(asyncio.Protocol):
             self.close()  # a second response to one request
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > MAX_HEADER_BYTES:
-            raise BadResponse(f"response headers over {MAX_HEADER_BYTES} bytes")
         self._headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
 
     def on_headers_complete(self) -> None:
@@ -166,14 +183,14 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if 100 <= self._status < 200:  # an interim response: the final one follows
-            self._status, self._headers, self._header_bytes = 0, {}, 0
+            self._status, self._headers = 0, {}
             return
         self._finish(keep_alive=self._parser.should_keep_alive())
 
     # the client's side
     async def request(self, data: bytes) -> Response:
         assert self._transport is not None
-        self._status, self._headers, self._header_bytes = 0, {}, 0
+        self._status, self._headers, self._head_bytes = 0, {}, 0
         self._body, self._body_len = [], 0
         self.reusable = False
         self._waiter = asyncio.get_running_loop().create_future()
@@ -183,10 +200,17 @@ class _Connection(asyncio.Protocol):
         finally:
             self._waiter = None
 
+    @property
+    def usable(self) -> bool:
+        """Open, and not on its way to closing (a FIN or a close is seen a turn later)."""
+        return not self.closed and self._transport is not None and not self._transport.is_closing()
+
     def close(self) -> None:
+        """Drops the connection at once, unsent bytes too: a receiver that stopped reading
+        must not keep it (and its buffer) open."""
         self.reusable = False
         if self._transport is not None:
-            self._transport.close()
+            self._transport.abort()
 
     def _finish(self, *, keep_alive: bool) -> None:
         waiter = self._waiter
@@ -270,6 +294,8 @@ class HttpClient:
                     self._put_back(origin, conn)
         finally:
             origin.busy -= 1
+            if not origin.busy and not origin.idle:  # nothing open or asked: forget it
+                self._origins.pop(key, None)
 
     async def __aenter__(self) -> HttpClient:
         return self
@@ -292,13 +318,13 @@ class HttpClient:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < IDLE_S:
+            if conn.usable and now - conn.idle_since < IDLE_S:
                 return conn
             conn.close()
         return None
 
     def _put_back(self, origin: _Origin, conn: _Connection) -> None:
-        if not conn.reusable or conn.closed or self._closed:
+        if not conn.reusable or not conn.usable or self._closed:
             conn.close()
             return
         conn.idle_since = time.monotonic()
@@ -312,7 +338,7 @@ class HttpClient:
         self._sweep = None
         now = time.monotonic()
         for key, origin in list(self._origins.items()):
-            stale = [c for c in origin.idle if c.closed or now - c.idle_since >= IDLE_S]
+            stale = [c for c in origin.idle if not c.usable or now - c.idle_since >= IDLE_S]
             for conn in stale:
                 conn.close()
                 origin.idle.remove(conn)
@@ -344,7 +370,7 @@ class HttpClient:
                 lambda: _Connection(self._read_limit),
                 sock=sock,
                 ssl=tls,
-                server_hostname=t.host if tls else None,
+                server_hostname=t.host.rstrip(".") if tls else None,  # as aiohttp: no root dot
             )
         except OSError as exc:  # the TLS handshake
             sock.close()

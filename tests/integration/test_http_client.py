@@ -169,7 +169,6 @@ async def test_an_interim_response_is_skipped(serve) -> None:
     [
         (b"", "closed the connection"),
         (b"SMTP ready\r\n", "malformed"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "closed the connection"),
         (
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
             "switched",
@@ -185,18 +184,71 @@ async def test_what_is_not_a_whole_response_is_a_bad_response(
             await post(client, raw.url)
 
 
-async def test_headers_past_the_bound_are_a_bad_response(serve) -> None:
+async def test_a_head_past_the_bound_is_a_bad_response(serve) -> None:
     header = b"X-Big: " + b"y" * 8000 + b"\r\n"
     raw = await serve(writes(b"HTTP/1.1 200 OK\r\n" + header * 10 + b"Content-Length: 0\r\n\r\n"))
     async with HttpClient(LOOPBACK) as client:
-        with pytest.raises(BadResponse, match="headers over"):
+        with pytest.raises(BadResponse, match="head over"):
             await post(client, raw.url)
+
+
+async def test_an_endless_header_line_is_refused_as_it_grows(serve) -> None:
+    async def endless(writer: asyncio.StreamWriter, n: int) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Big: ")
+        for _ in range(200):  # 20 MB if nobody stops it, never a line end
+            writer.write(b"a" * 100_000)
+            await writer.drain()
+
+    raw = await serve(endless)
+    async with HttpClient(LOOPBACK) as client:
+        with pytest.raises(BadResponse, match="head over 65536 bytes"):
+            await post(client, raw.url, timeout_s=10)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nok",  # and the rest never comes
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    ],
+)
+async def test_a_success_is_settled_by_its_status_not_its_body(serve, answer: bytes) -> None:
+    async def stalls(writer: asyncio.StreamWriter, n: int) -> None:
+        writer.write(answer)
+        await asyncio.sleep(2)
+
+    raw = await serve(stalls)
+    async with HttpClient(LOOPBACK) as client:
+        started = asyncio.get_running_loop().time()
+        assert (await post(client, raw.url, timeout_s=1)).status in (200, 204)
+        assert asyncio.get_running_loop().time() - started < 0.5
+
+
+async def test_an_error_is_settled_by_its_first_body_bytes_and_a_cut_success_counts(
+    serve,
+) -> None:
+    async def partial(writer: asyncio.StreamWriter, n: int) -> None:
+        if n == 1:
+            writer.write(b"HTTP/1.1 503 No\r\nContent-Length: 100\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"try later")  # and the rest never comes
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
+            writer.close()
+
+    raw = await serve(partial)
+    async with HttpClient(LOOPBACK) as client:
+        response = await post(client, raw.url, timeout_s=1)
+        assert (response.status, response.body) == (503, b"try later")
+        assert (await post(client, raw.url, timeout_s=1)).status == 200
+    assert raw.connections == 2
 
 
 async def test_a_silent_receiver_is_cut_at_the_timeout_and_its_connection_dropped(serve) -> None:
     async def silent(writer: asyncio.StreamWriter, n: int) -> None:
         if n == 1:
-            await asyncio.sleep(10)
+            await asyncio.sleep(1)
         writer.write(OK)
 
     raw = await serve(silent)
@@ -302,7 +354,7 @@ async def test_names_are_resolved_through_the_policy_and_remembered(serve) -> No
 
 
 def self_signed(tmp_path) -> tuple[str, str]:
-    """A certificate for 127.0.0.1 and its key, as files."""
+    """A certificate for 127.0.0.1 and hooks.example, and its key, as files."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
@@ -315,7 +367,9 @@ def self_signed(tmp_path) -> tuple[str, str]:
         .not_valid_before(now - datetime.timedelta(minutes=1))
         .not_valid_after(now + datetime.timedelta(hours=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("hooks.example")]
+            ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -348,8 +402,12 @@ async def test_https_is_verified_against_the_trust_store(tmp_path) -> None:
         async with HttpClient(LOOPBACK, tls=trusting) as client:
             assert (await post(client, url)).body == b"ok"
             assert (await post(client, url)).body == b"ok"
-        # the refused handshake never reached the handler; the two sends shared one connection
-        assert raw.connections == 1 and len(raw.requests) == 2
+        # A name written with the root's dot is checked without it, as aiohttp did.
+        named = url.replace("127.0.0.1", "hooks.example.")
+        async with HttpClient(LOOPBACK, tls=trusting, resolver=Counting("127.0.0.1")) as client:
+            assert (await post(client, named)).body == b"ok"
+        # the refused handshake never reached the handler; the first two sends shared one
+        assert raw.connections == 2 and len(raw.requests) == 3
     finally:
         server.close()
 
@@ -386,3 +444,40 @@ async def test_an_answer_before_the_whole_request_was_taken_ends_the_connection(
         assert connections == 2
     finally:
         server.close()
+
+
+async def test_a_timed_out_request_leaves_nothing_behind_for_a_receiver_that_stopped_reading() -> (
+    None
+):
+    received = asyncio.get_running_loop().create_future()
+
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.8)  # reads nothing until the client gave up
+        size = 0
+        try:
+            while chunk := await reader.read(1 << 20):
+                size += len(chunk)
+        except ConnectionError:
+            pass
+        received.set_result(size)
+
+    server = await asyncio.start_server(deaf, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    try:
+        async with HttpClient(LOOPBACK) as client:
+            with pytest.raises(TimeoutError):
+                await client.post(url, {}, b"x" * 64_000_000, timeout_s=0.3)
+            assert client._origins == {}
+        # Dropped at once, its unsent bytes too (a graceful close would deliver all of them).
+        assert await asyncio.wait_for(received, 5) < 64_000_000
+    finally:
+        server.close()
+
+
+async def test_origins_nothing_is_open_to_are_forgotten(serve) -> None:
+    closing = await serve(writes(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"))
+    async with HttpClient(LOOPBACK) as client:
+        await post(client, closing.url)
+        with pytest.raises(ConnectFailed):
+            await post(client, f"http://127.0.0.1:{free_port()}/")
+        assert client._origins == {}

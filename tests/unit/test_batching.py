@@ -11,10 +11,13 @@ from notifi.batching import Coalescer
 
 
 class Slow:
-    """A batch function that takes `delay_s` and remembers its batches."""
+    """A batch function that takes `delay_s` (then waits for `gate`, when given) and remembers
+    its batches."""
 
-    def __init__(self, delay_s: float = 0.0, fail_on: int | None = None) -> None:
-        self.delay_s, self.fail_on = delay_s, fail_on
+    def __init__(
+        self, delay_s: float = 0.0, fail_on: int | None = None, gate: asyncio.Event | None = None
+    ) -> None:
+        self.delay_s, self.fail_on, self.gate = delay_s, fail_on, gate
         self.batches: list[list[int]] = []
         self.running = self.most_running = 0
 
@@ -24,6 +27,8 @@ class Slow:
         self.most_running = max(self.most_running, self.running)
         try:
             await asyncio.sleep(self.delay_s)
+            if self.gate is not None:
+                await self.gate.wait()
             if self.fail_on in items:
                 raise RuntimeError("the batch failed")
             return [i * 10 for i in items]
@@ -39,14 +44,18 @@ async def test_the_callers_of_one_turn_share_one_call() -> None:
 
 
 async def test_callers_that_come_while_a_batch_is_on_its_way_share_the_next() -> None:
-    fn = Slow(delay_s=0.05)
+    fn = Slow(gate=asyncio.Event())
     coalesce = Coalescer(fn)
     first = asyncio.ensure_future(coalesce(0))
-    await asyncio.sleep(0.01)  # the first batch is on its way
+    for _ in range(5):  # a few turns: the first batch is on its way
+        await asyncio.sleep(0)
+    assert fn.batches == [[0]]
     later = []
     for i in range(1, 7):
         later.append(asyncio.ensure_future(coalesce(i)))
-        await asyncio.sleep(0.001)  # each in a turn of its own
+        await asyncio.sleep(0)  # each in a turn of its own
+    assert fn.gate is not None
+    fn.gate.set()
     assert await asyncio.gather(first, *later) == [i * 10 for i in range(7)]
     assert fn.batches == [[0], [1, 2, 3, 4, 5, 6]] and fn.most_running == 1
 
