@@ -74,6 +74,12 @@ class Coalescer(Generic[K, V]):
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
+        if len(results) != len(batch):  # a bug in `fn`: every caller hears of it, none hangs
+            wrong = RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(wrong)
+            return
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)

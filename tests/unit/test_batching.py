@@ -86,3 +86,14 @@ async def test_a_failed_batch_fails_its_callers_only_and_the_next_one_runs() -> 
             await f
     assert await second == 20
     assert fn.batches == [[0, 1], [2]]
+
+
+async def test_a_batch_function_that_answers_too_few_fails_its_callers_instead_of_hanging() -> None:
+    async def short(items: list[int]) -> list[int]:
+        return items[:-1]
+
+    coalesce = Coalescer(short)
+    results = await asyncio.gather(*(coalesce(i) for i in range(3)), return_exceptions=True)
+    assert [str(r) for r in results] == ["2 results for a batch of 3"] * 3
+    with pytest.raises(RuntimeError, match="0 results for a batch of 1"):
+        await asyncio.wait_for(coalesce(7), 1)  # the next batch runs, and answers too
