@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
 from uuid import UUID
 
 import structlog
@@ -21,6 +20,7 @@ from notifi import metrics, outcome
 from notifi.claims import Claim
 from notifi.destination_limits import DestinationLimits
 from notifi.destinations.base import Outcome, Sender, SendResult
+from notifi.destinations.http_client import target
 from notifi.hosts import BUSY_PATIENCE_S, HostGate
 from notifi.marks import ChangeMarks
 from notifi.model import (
@@ -90,11 +90,10 @@ def destination_host(row: Mapping[str, Any]) -> str:
     destination = row["destination"]
     if "url" in destination:
         try:
-            parts = urlsplit(str(destination["url"]))
-            port = parts.port or (443 if parts.scheme == "https" else 80)
+            sent_to = target(str(destination["url"]))  # the client's reading, remembered
         except ValueError:  # a malformed URL: the sender ends the job, the gate has no host
             return ""
-        return f"{parts.hostname or ''}:{port}"
+        return f"{sent_to.host}:{sent_to.port}"
     return str(row["kind"])  # channels without a URL share one server (e.g. the SMTP relay)
 
 

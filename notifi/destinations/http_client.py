@@ -105,7 +105,6 @@ class _Connection(asyncio.Protocol):
         self._head_bytes = 0
         self._body: list[bytes] = []
         self._body_len = 0
-        self.closed = False
         self.reusable = False
         self.idle_since = 0.0
 
@@ -152,8 +151,6 @@ class _Connection(asyncio.Protocol):
         return False  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.reusable = False
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             if self._status >= 200:
@@ -202,13 +199,13 @@ class _Connection(asyncio.Protocol):
 
     @property
     def usable(self) -> bool:
-        """Open, and not on its way to closing (a FIN or a close is seen a turn later)."""
-        return not self.closed and self._transport is not None and not self._transport.is_closing()
+        """Open and not closing: the transport says so at once, where `connection_lost` comes a
+        loop turn after a FIN or a close."""
+        return self._transport is not None and not self._transport.is_closing()
 
     def close(self) -> None:
         """Drops the connection at once, unsent bytes too: a receiver that stopped reading
         must not keep it (and its buffer) open."""
-        self.reusable = False
         if self._transport is not None:
             self._transport.abort()
 
@@ -216,13 +213,9 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        transport = self._transport
         # Not when the receiver answered before taking the whole request (a 413, say).
         self.reusable = (
-            keep_alive
-            and not self.closed
-            and transport is not None
-            and not transport.get_write_buffer_size()
+            keep_alive and self.usable and not self._transport.get_write_buffer_size()  # type: ignore[union-attr]
         )
         waiter.set_result(Response(self._status, self._headers, b"".join(self._body)))
         self._headers = {}  # bytes past the response must not reach the one returned

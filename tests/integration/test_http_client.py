@@ -39,7 +39,11 @@ class RawServer:
     open_now: int = 0
     most_open: int = 0
     requests: list[bytes] = field(default_factory=list)
-    url: str = ""
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -71,7 +75,7 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[RawServer]]]:
         raw = RawServer(answer)
         server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
         servers.append(server)
-        raw.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+        raw.port = server.sockets[0].getsockname()[1]
         return raw
 
     yield start
@@ -263,7 +267,7 @@ async def test_a_connection_closed_while_idle_is_not_used_again(serve) -> None:
     raw = await serve(writes(OK))
     async with HttpClient(LOOPBACK) as client:
         await post(client, raw.url)
-        for conn in client._origins[(False, "127.0.0.1", int(raw.url.split(":")[2][:-5]))].idle:
+        for conn in client._origins[(False, "127.0.0.1", raw.port)].idle:
             conn._transport.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
         await asyncio.sleep(0.1)  # the close is seen
         assert (await post(client, raw.url)).status == 200
@@ -340,7 +344,7 @@ class Counting(AbstractResolver):
 
 async def test_names_are_resolved_through_the_policy_and_remembered(serve) -> None:
     raw = await serve(writes(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"))
-    port = raw.url.split(":")[2][:-5]
+    port = raw.port
     resolver = Counting("127.0.0.1")
     async with HttpClient(LOOPBACK, resolver=resolver) as client:
         for _ in range(3):
@@ -414,7 +418,7 @@ async def test_https_is_verified_against_the_trust_store(tmp_path) -> None:
 
 async def test_an_address_that_refuses_is_passed_over_for_the_next(serve) -> None:
     raw = await serve(writes(OK))  # listening on 127.0.0.1 only
-    port = raw.url.split(":")[2][:-5]
+    port = raw.port
     async with HttpClient(LOOPBACK, resolver=Counting("127.0.0.2", "127.0.0.1")) as client:
         assert (await post(client, f"http://hooks.example:{port}/hook")).status == 200
     async with HttpClient(LOOPBACK, resolver=Counting("127.0.0.2", "127.0.0.3")) as client:
