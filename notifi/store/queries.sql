@@ -144,27 +144,9 @@ SELECT notifi_refresh_status($1::uuid[]);
 -- name: route --
 -- Claims accepted notifications for routing (once: a redelivered event finds routed_at set),
 -- writes outbox rows for what is due later and returns the jobs that are due now. Paused
--- deliveries get no job: enabling their destination queues them.
-WITH routed AS (
-    UPDATE notifications
-       SET routed_at = now()
-     WHERE id = ANY ($1::uuid[]) AND routed_at IS NULL AND deleted_at IS NULL
- RETURNING id, partition_key, scheduled_at
-), open AS (
-    SELECT d.notification_id, d.position, d.attempts + 1 AS attempt,
-           greatest(r.scheduled_at, now()) AS due_at, r.partition_key
-      FROM deliveries d
-      JOIN routed r ON r.id = d.notification_id
-     WHERE d.status IN ('pending', 'scheduled')
-), later AS (
-    INSERT INTO outbox (notification_id, position, attempt, due_at, partition_key)
-    SELECT notification_id, position, attempt, due_at, partition_key
-      FROM open
-     WHERE due_at > now() + make_interval(secs => $2)
-)
-SELECT notification_id, position, attempt, due_at,
-       due_at <= now() + make_interval(secs => $2) AS due_now
-  FROM open;
+-- deliveries get no job: enabling their destination queues them. A function that reaches the
+-- batch through the primary keys only (migration 0013).
+SELECT * FROM notifi_route($1::uuid[], $2::double precision);
 
 -- name: claim_due --
 -- The poller's step: due rows of one partition range, taken and removed in one statement.

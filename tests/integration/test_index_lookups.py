@@ -93,3 +93,29 @@ async def test_the_hot_functions_use_their_kept_generic_plan(
     assert len(load) == 1 and len(refresh) == 1  # seen, so the checks below can fail
     assert GENERIC_LOAD.search(load[0]), load[0]
     assert "ANY ($1)" in refresh[0] and str(batch[-1].id) not in refresh[0], refresh[0]
+
+
+BACKLOG_INDEX = re.compile(r"\b(notifications_unrouted|deliveries_open)\b")
+
+
+async def test_routing_reads_only_the_batch_whatever_the_backlog(
+    store: Store, explained: tuple[asyncpg.Connection, list[str]]
+) -> None:
+    """Migration 0013: the router's statement reaches a batch through the primary keys. Its
+    kept plan used to scan every notification not routed yet (notifications_unrouted) and,
+    per notification, every open delivery (a BitmapAnd with deliveries_open), so a router
+    that fell behind slowed with its backlog."""
+    conn, plans = explained
+    backlog = [new_notification() for _ in range(300)]
+    await store.accept(backlog)
+    routed = []
+    for n in backlog[:RUNS]:
+        rows = await conn.fetch(query("route"), [n.id], 5.0)
+        routed += [(r["notification_id"], r["due_now"]) for r in rows]
+    assert routed == [(n.id, True) for n in backlog[:RUNS]]
+    again = await conn.fetch(query("route"), [backlog[0].id], 5.0)
+    assert again == []  # routed once
+    texts = "\n".join(plans)
+    assert "Update on notifications" in texts and "on deliveries" in texts  # seen
+    assert BACKLOG_INDEX.findall(texts) == []
+    assert SEQ_SCAN.findall(texts) == []
