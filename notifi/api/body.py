@@ -37,6 +37,10 @@ BODY_ENCODINGS = frozenset(
 )
 
 
+def _too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
+
+
 async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
     """The (decoded) body, at most `max_bytes` of it, arrived within `timeout_s`."""
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
@@ -48,13 +52,13 @@ async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> b
         )
     declared = request.content_length
     if declared is not None and declared > max_bytes:
-        raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
+        raise _too_large(max_bytes)
     content = request.content
     if content.is_eof() and content.exception() is None:
         # The whole body came with the head (the usual small POST): no waiting, so no timer.
         body = content.read_nowait()
         if len(body) > max_bytes:  # decoded bytes, as below
-            raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
+            raise _too_large(max_bytes)
         return body
     chunks: list[bytes] = []
     size = 0
@@ -63,7 +67,7 @@ async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> b
             async for chunk in request.content.iter_any():
                 size += len(chunk)  # decoded bytes, so a small zip bomb stops here too
                 if size > max_bytes:
-                    raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
+                    raise _too_large(max_bytes)
                 chunks.append(chunk)
     except TimeoutError:
         raise RequestTimeout(f"The body did not arrive within {timeout_s:g} seconds.") from None
@@ -85,7 +89,7 @@ def expect_within(limit: int) -> Callable[[web.Request], Awaitable[web.StreamRes
     async def expect(request: web.Request) -> web.StreamResponse | None:
         declared = request.content_length
         if declared is not None and declared > limit:
-            return problem_response(PayloadTooLarge(f"The body is larger than {limit} bytes."))
+            return problem_response(_too_large(limit))
         if request.version != HttpVersion11:
             return None
         if request.headers.get("Expect", "").lower() != "100-continue":
