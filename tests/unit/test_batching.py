@@ -44,7 +44,8 @@ async def test_the_callers_of_one_turn_share_one_call() -> None:
 
 
 async def test_callers_that_come_while_a_batch_is_on_its_way_share_the_next() -> None:
-    fn = Slow(gate=asyncio.Event())
+    gate = asyncio.Event()
+    fn = Slow(gate=gate)
     coalesce = Coalescer(fn)
     first = asyncio.ensure_future(coalesce(0))
     for _ in range(5):  # a few turns: the first batch is on its way
@@ -54,8 +55,7 @@ async def test_callers_that_come_while_a_batch_is_on_its_way_share_the_next() ->
     for i in range(1, 7):
         later.append(asyncio.ensure_future(coalesce(i)))
         await asyncio.sleep(0)  # each in a turn of its own
-    assert fn.gate is not None
-    fn.gate.set()
+    gate.set()
     assert await asyncio.gather(first, *later) == [i * 10 for i in range(7)]
     assert fn.batches == [[0], [1, 2, 3, 4, 5, 6]] and fn.most_running == 1
 
