@@ -1,9 +1,12 @@
 """The api role: the accept writer that commits concurrent requests together (one transaction
-and one publish for many POSTs)."""
+and one publish for many POSTs), and the republisher that publishes again what the bus did not
+take."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -14,14 +17,18 @@ from notifi import events
 from notifi.bus import Bus
 from notifi.errors import InvalidRequest, Unavailable
 from notifi.model import NewNotification
-from notifi.outage import BUS_AWAY, POSTGRES_AWAY, Outage
+from notifi.outage import BUS_AWAY, POSTGRES_AWAY, Backoff, Outage
 from notifi.runtime import Actor, Mailbox
 from notifi.store import Accepted, AcceptOutcome
 
 log = structlog.get_logger(__name__)
 
 Submission = tuple[NewNotification, "asyncio.Future[Accepted]"]
+Event = tuple[bytes | None, bytes]  # a bus message: key and value
 RETRY_AFTER_S = 1  # what a 503 tells the client: Postgres is usually back within seconds
+# `notification.accepted` events held for another publish: about 1 MB. Past it, the back-stop
+# routes what is committed and unpublished, after its grace period.
+REPUBLISH_HELD = 10_000
 
 
 class AcceptStore(Protocol):
@@ -41,7 +48,8 @@ async def submit(mailbox: Mailbox[Submission], notification: NewNotification) ->
 
 class AcceptWriter(Actor):
     """Writes what the handlers submit in batches, answers them after the commit, then
-    publishes `notification.accepted` (a publish lost here is caught by the back-stop)."""
+    publishes `notification.accepted`. What the bus does not take is held in `unpublished` for
+    the republisher."""
 
     def __init__(
         self,
@@ -51,9 +59,11 @@ class AcceptWriter(Actor):
         topic: str,
         batch: int,
         linger_s: float,
+        unpublished: Unpublished,
     ) -> None:
         super().__init__("accept-writer", inbox)
         self._store, self._bus, self._topic = store, bus, topic
+        self._unpublished = unpublished
         self._batch, self._linger_s = batch, linger_s
         # No waiting here: a request is answered 503 at once; these only keep the log quiet.
         self._postgres = Outage("postgres", self.name, POSTGRES_AWAY)
@@ -107,12 +117,96 @@ class AcceptWriter(Actor):
             for (n, _), r in zip(batch, results, strict=True)
             if r.outcome is AcceptOutcome.CREATED
         ]
-        if created:
+        if created and self._unpublished:  # the bus was away just now: keep the order, not wait
+            self._unpublished.hold(created)
+        elif created:
             try:
                 await self._bus.publish(self._topic, created)
             except BUS_AWAY as exc:
-                # Committed already: the back-stop routes these after its grace period.
+                # Committed already: published again by the republisher, or by the back-stop.
                 self._bus_outage.failed(exc)
                 log.debug("accepted_publish_failed", error=str(exc), count=len(created))
+                self._unpublished.hold(created)
             else:
                 self._bus_outage.recovered()
+
+
+class Unpublished:
+    """`notification.accepted` events the bus did not take, oldest first, until the republisher
+    has published them; at most `limit`, past which the back-stop routes what is committed."""
+
+    def __init__(self, limit: int = REPUBLISH_HELD) -> None:
+        self._events: deque[Event] = deque()
+        self._limit = limit
+        self._added = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def hold(self, events: Sequence[Event]) -> None:
+        room = max(self._limit - len(self._events), 0)
+        self._events.extend(events[:room])
+        if events[room:]:
+            log.warning(
+                "accepted_left_to_backstop",
+                count=len(events) - room,
+                why="the republisher holds as many as it may: the back-stop routes these",
+            )
+        self.wake()
+
+    def oldest(self, count: int) -> list[Event]:
+        return list(itertools.islice(self._events, count))
+
+    def published(self, count: int) -> None:
+        for _ in range(count):
+            self._events.popleft()
+
+    def wake(self) -> None:
+        self._added.set()
+
+    async def wait(self) -> None:
+        """Returns after the next `hold` or `wake` (at once if one came since the last wait)."""
+        await self._added.wait()
+        self._added.clear()
+
+
+class Republisher(Actor):
+    """Publishes again the `notification.accepted` events whose first publish failed, until
+    the bus takes them, so that an accept made while the broker was away or re-creating its
+    topics is routed within seconds of its return, not after the back-stop's grace period.
+    While it holds any, the accept writer hands it new ones instead of waiting on the bus.
+
+    A repeat is harmless: a notification is routed once. What is still held at a stop is the
+    back-stop's."""
+
+    backoff = Backoff()
+
+    def __init__(self, unpublished: Unpublished, bus: Bus, topic: str, batch: int) -> None:
+        super().__init__("accept-republisher")
+        self._unpublished, self._bus, self._topic, self._batch = unpublished, bus, topic, batch
+
+    def request_stop(self) -> None:
+        super().request_stop()
+        self._unpublished.wake()
+
+    async def run(self) -> None:
+        bus = Outage("bus", self.name, BUS_AWAY, self.backoff)
+        while not self.should_stop:
+            held = self._unpublished.oldest(self._batch)
+            if not held:
+                await self._unpublished.wait()
+                continue
+            try:
+                await self._bus.publish(self._topic, held)
+            except BUS_AWAY as exc:
+                await self.sleep(bus.failed(exc))
+                continue
+            bus.recovered()
+            self._unpublished.published(len(held))
+            log.info("accepted_republished", actor=self.name, count=len(held))
+        if self._unpublished:
+            log.warning(
+                "accepted_left_to_backstop",
+                count=len(self._unpublished),
+                why="stopping while the bus is away: the back-stop routes these",
+            )

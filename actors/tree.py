@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from actors.api import AcceptWriter, submit
+from actors.api import AcceptWriter, Republisher, Unpublished, submit
 from actors.delivery import DeliveryWorker
 from actors.delivery_consumer import DeliveryConsumer
 from actors.http import HttpServer
@@ -248,6 +248,7 @@ def _api(process: Process, ready: Ready, probes: list[Probe]) -> list[ChildSpec]
     s = process.settings
     timeout = s.supervisor.shutdown_timeout
     inbox: Mailbox = Mailbox("accept", s.api.accept_batch * 4)
+    unpublished = Unpublished()
     probes.append(depth_probe(inbox))
     limits = Limits(
         s.api.max_destinations,
@@ -285,6 +286,14 @@ def _api(process: Process, ready: Ready, probes: list[Probe]) -> list[ChildSpec]
                 process.topics.notifications,
                 s.api.accept_batch,
                 s.api.accept_linger_ms / 1000,
+                unpublished,
+            ),
+            shutdown_timeout_s=timeout,
+        ),
+        ChildSpec(
+            "accept-republisher",
+            lambda: Republisher(
+                unpublished, process.bus, process.topics.notifications, s.api.accept_batch
             ),
             shutdown_timeout_s=timeout,
         ),

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from actors.api import AcceptWriter, submit
+from actors.api import AcceptWriter, Unpublished, submit
 from notifi.api.app import ApiContext, build_app
 from notifi.api.limits import Limits
 from notifi.api.validation import Validator
@@ -62,7 +62,7 @@ async def accepting(
     bus = MemoryBus()
     await bus.start()
     inbox: Mailbox = Mailbox("accept", 100)
-    writer = AcceptWriter(inbox, store, bus, "t.notifications", batch=50, linger_s=0.001)
+    writer = AcceptWriter(inbox, store, bus, "t.notifications", 50, 0.001, Unpublished())
     task = asyncio.create_task(writer.run())
     try:
         yield lambda n: submit(inbox, n)

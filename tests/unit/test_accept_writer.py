@@ -1,6 +1,7 @@
 """The accept writer on fakes: requests are answered only after their batch is committed, a
 refused item does not sink its batch, an unreachable database is a 503 with Retry-After, and
-`notification.accepted` is published after the commit, surviving a publish failure."""
+`notification.accepted` is published after the commit, surviving a publish failure, whose
+events the republisher publishes once the bus is back."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from collections.abc import Sequence
 import asyncpg
 import pytest
 
-from actors.api import AcceptStore, AcceptWriter, Submission, submit
+from actors.api import AcceptStore, AcceptWriter, Republisher, Submission, Unpublished, submit
 from notifi import events, metrics
 from notifi.errors import InvalidRequest, Unavailable
 from notifi.model import NewNotification
+from notifi.outage import Backoff
 from notifi.runtime import Mailbox
 from notifi.store import Accepted, AcceptOutcome, Store
 from tests.support.factories import new_notification
@@ -53,8 +55,19 @@ def inbox() -> Mailbox[Submission]:
     return Mailbox("accept", 100)
 
 
-def make_writer(inbox: Mailbox[Submission], store: FakeStore, bus: FakeBus) -> AcceptWriter:
-    return AcceptWriter(inbox, store, bus, TOPIC, batch=50, linger_s=0.01)
+@pytest.fixture
+def unpublished() -> Unpublished:
+    return Unpublished()
+
+
+def make_writer(
+    inbox: Mailbox[Submission],
+    store: FakeStore,
+    bus: FakeBus,
+    unpublished: Unpublished | None = None,
+) -> AcceptWriter:
+    held = unpublished if unpublished is not None else Unpublished()
+    return AcceptWriter(inbox, store, bus, TOPIC, batch=50, linger_s=0.01, unpublished=held)
 
 
 def accepted_ids(bus: FakeBus) -> list[str]:
@@ -152,22 +165,92 @@ async def test_accepted_events_are_published_after_the_commit_for_new_ones_only(
 
 
 async def test_a_failed_publish_is_survived_and_the_answer_stands(
-    inbox: Mailbox[Submission], bus: FakeBus
+    inbox: Mailbox[Submission], bus: FakeBus, unpublished: Unpublished
 ) -> None:
     store = FakeStore()
     lost, later = new_notification(), new_notification()
     labels = {"dependency": "bus", "actor": "accept-writer"}
     outages = metric_value(metrics.dependency_outages, labels)
     bus.go_down()
-    async with running(make_writer(inbox, store, bus)) as task:
+    async with running(make_writer(inbox, store, bus, unpublished)) as task:
         result = await asyncio.wait_for(submit(inbox, lost), 5)
-        assert result == Accepted(AcceptOutcome.CREATED, lost.id)  # safe: the back-stop routes it
+        assert result == Accepted(AcceptOutcome.CREATED, lost.id)  # committed: routed later
         bus.come_back()
         await asyncio.wait_for(submit(inbox, later), 5)
         assert not task.done()
     assert lost.id in store.notifications
-    assert accepted_ids(bus) == [str(later.id)]
+    assert accepted_ids(bus) == []  # no republisher here: both wait for one, in order
+    assert held_ids(unpublished) == [str(lost.id), str(later.id)]
     assert metric_value(metrics.dependency_outages, labels) == outages + 1
+
+
+def held_ids(unpublished: Unpublished) -> list[str]:
+    return [str(events.read_accepted(value)) for _, value in unpublished.oldest(len(unpublished))]
+
+
+async def test_what_the_republisher_cannot_hold_is_left_to_the_backstop(
+    inbox: Mailbox[Submission], bus: FakeBus
+) -> None:
+    store = FakeStore()
+    unpublished = Unpublished(limit=2)
+    batch = [new_notification() for _ in range(5)]
+    bus.go_down()
+    async with running(make_writer(inbox, store, bus, unpublished)):
+        results = await asyncio.gather(*(submit(inbox, n) for n in batch))
+    assert {r.id for r in results} == {n.id for n in batch}  # every one committed and answered
+    assert len(held_ids(unpublished)) == 2  # the bound holds; the back-stop has the rest
+
+
+async def test_while_events_are_held_new_ones_join_them_in_order(
+    inbox: Mailbox[Submission], bus: FakeBus, unpublished: Unpublished
+) -> None:
+    store = FakeStore()
+    earlier, first, second = new_notification(), new_notification(), new_notification()
+    unpublished.hold([events.accepted(earlier.id, 0)])
+    async with running(make_writer(inbox, store, bus, unpublished)):
+        await asyncio.wait_for(submit(inbox, first), 5)
+        await asyncio.wait_for(submit(inbox, second), 5)
+    # The bus is up but not tried: a publish now would overtake, or wait on, what is held.
+    assert accepted_ids(bus) == []
+    assert held_ids(unpublished) == [str(earlier.id), str(first.id), str(second.id)]
+
+
+async def test_the_republisher_publishes_what_failed_once_the_bus_is_back(
+    inbox: Mailbox[Submission], bus: FakeBus, unpublished: Unpublished
+) -> None:
+    store = FakeStore()
+    during = [new_notification() for _ in range(3)]
+    after = new_notification()
+    republisher = Republisher(unpublished, bus, TOPIC, batch=50)
+    republisher.backoff = Backoff(initial_s=0.01, cap_s=0.02)
+    bus.go_down()
+    async with (
+        running(make_writer(inbox, store, bus, unpublished)),
+        running(republisher) as task,
+    ):
+        await asyncio.gather(*(submit(inbox, n) for n in during))
+        await asyncio.sleep(0.1)  # the republisher tries and fails while the bus is away
+        assert accepted_ids(bus) == []
+        bus.come_back()
+        await eventually(lambda: len(accepted_ids(bus)) == len(during))
+        await asyncio.wait_for(submit(inbox, after), 5)
+        assert not task.done()
+    assert sorted(accepted_ids(bus)) == sorted(str(n.id) for n in [*during, after])
+    assert len(unpublished) == 0
+
+
+async def test_the_republisher_stops_at_once_while_the_bus_is_away(
+    bus: FakeBus, unpublished: Unpublished
+) -> None:
+    republisher = Republisher(unpublished, bus, TOPIC, batch=50)
+    republisher.backoff = Backoff(initial_s=10.0, cap_s=10.0)  # a stop must not wait this out
+    bus.go_down()
+    unpublished.hold([events.accepted(new_notification().id, 0)])
+    async with running(republisher) as task:  # which fails unless it ends within seconds
+        await asyncio.sleep(0.05)
+        assert not task.done()  # holding on while the bus is away
+    assert task.exception() is None
+    assert accepted_ids(bus) == []  # left to the back-stop
 
 
 async def test_a_drain_answers_every_request_in_the_mailbox(
