@@ -323,6 +323,7 @@ class KafkaBus:
         )
         lost = seen.lost_logs(self._partitions)
         for consumer in self._consumers:
+            consumer.lost(lost)  # before anything awaits: a revoke hook may commit next
             consumer.refresh_metadata()
             self._spawn(consumer.rewind(lost), "bus-reset-rewind")
         for hook in self._reset_hooks:

@@ -61,6 +61,9 @@ class KafkaConsumer:
         self.topic, self.group, self.instance_id = topic, group, instance_id
         self._hooks: list[RevokedHook] = []
         self._started = False
+        # Partitions whose log the broker lost, with the end this consumer knew then (None: not
+        # owned): until a fetch tells the new log's end, none of their offsets is committed.
+        self._stale_ends: dict[TopicPartition, int | None] = {}
         # Subscribing with the listener (rather than naming the topic to the constructor)
         # is the only way aiokafka takes a rebalance listener.
         consumer.subscribe([topic], listener=_RevokeListener(self))
@@ -94,6 +97,18 @@ class KafkaConsumer:
 
     def assignment(self) -> set[Partition]:
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def lost(self, partitions: Iterable[Partition]) -> None:
+        """The broker lost these partitions' logs. The ends this consumer knows are the old
+        logs' until its next fetch, so an offset read from an old log would pass the check in
+        `commit` and make the next owner skip that far into the new log: none of theirs is
+        committed until a fetch has told a new end. Called at once when the bus sees the
+        loss, before a rebalance's revoke hook can commit."""
+        owned = self._consumer.assignment() if self._started else set()
+        for topic, partition in partitions:
+            if topic == self.topic:
+                tp = TopicPartition(topic, partition)
+                self._stale_ends[tp] = self._consumer.highwater(tp) if tp in owned else None
 
     async def rewind(self, partitions: Iterable[Partition]) -> None:
         """Reads the `partitions` it owns again from their beginning: the broker lost their logs,
@@ -161,6 +176,12 @@ class KafkaConsumer:
             log.info("commit_skipped_revoked", partitions=len(offsets) - len(mine))
         for tp, offset in list(mine.items()):
             end = self._consumer.highwater(tp)
+            if tp in self._stale_ends:
+                if end is None or end == self._stale_ends[tp]:
+                    log.warning("commit_skipped_lost_log", partition=tp.partition)
+                    del mine[tp]
+                    continue
+                del self._stale_ends[tp]  # fetched from the new log: its end is known
             if end is not None and offset > end:
                 # Work read before the broker lost its log: committing it would make a
                 # restarted member skip that far into the NEW log once it grows.
