@@ -139,19 +139,22 @@ class Unpublished:
         self._events: deque[Event] = deque()
         self._limit = limit
         self._added = asyncio.Event()
+        self._left = 0  # left to the back-stop since the last time all were published
 
     def __len__(self) -> int:
         return len(self._events)
 
     def hold(self, events: Sequence[Event]) -> None:
-        room = max(self._limit - len(self._events), 0)
+        room = self._limit - len(self._events)
         self._events.extend(events[:room])
-        if events[room:]:
-            log.warning(
-                "accepted_left_to_backstop",
-                count=len(events) - room,
-                why="the republisher holds as many as it may: the back-stop routes these",
-            )
+        if (over := len(events) - room) > 0:
+            if not self._left:  # once per outage, not once per batch
+                log.warning(
+                    "accepted_left_to_backstop",
+                    held=len(self._events),
+                    why="the republisher holds as many as it may: the back-stop routes the rest",
+                )
+            self._left += over
         self.wake()
 
     def oldest(self, count: int) -> list[Event]:
@@ -160,6 +163,9 @@ class Unpublished:
     def published(self, count: int) -> None:
         for _ in range(count):
             self._events.popleft()
+        if not self._events and self._left:
+            log.warning("accepted_left_to_backstop_in_all", count=self._left)
+            self._left = 0
 
     def wake(self) -> None:
         self._added.set()
