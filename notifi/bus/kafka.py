@@ -27,6 +27,8 @@ from notifi.bus.kafka_consumer import KafkaConsumer
 
 log = structlog.get_logger(__name__)
 
+AWAY_LOOK_S = 0.2  # between looks while the broker is away
+
 
 def _never_auto_create_topics() -> None:
     """aiokafka asks for topic auto-creation in every metadata request and has no setting to
@@ -90,6 +92,7 @@ class KafkaBus:
         self._look_now = asyncio.Event()  # a publish saw a topic missing: look at once
         self._ends: dict[Partition, int] = {}
         self._resets = 0
+        self._seen = True  # the last look at the broker succeeded (see `seen`)
         self._reset_hooks: list[ResetHook] = []
         self._tasks: set[asyncio.Task[None]] = set()  # reset hooks and rewinds under way
         self._consumers: weakref.WeakSet[KafkaConsumer] = weakref.WeakSet()  # to nudge
@@ -114,8 +117,10 @@ class KafkaBus:
             metadata_max_age_ms=self._metadata_max_age_ms,
         )
         await self._watcher.start()
-        with contextlib.suppress(KafkaError, TimeoutError):
+        try:
             await self._look()  # the baseline of end offsets
+        except (KafkaError, TimeoutError):
+            self._seen = False
         self._watch_task = asyncio.create_task(self._watch(), name="kafka-bus-watch")
 
     async def _new_producer(self) -> AIOKafkaProducer:
@@ -251,6 +256,7 @@ class KafkaBus:
             group,
             member,
             commit_timeout_s=self._request_ms / 1000,
+            broker_seen=lambda: self._seen,
         )
         self._consumers.add(consumer)
         return consumer
@@ -261,21 +267,35 @@ class KafkaBus:
     def resets(self) -> int:
         return self._resets
 
+    @property
+    def seen(self) -> bool:
+        """Whether the last look at the broker succeeded. After an outage it is False until a
+        look has found the broker as it is now (and counted a reset if it lost its logs), so
+        consumers commit nothing read before it on the strength of what they knew then."""
+        return self._seen
+
     def on_reset(self, hook: ResetHook) -> None:
         self._reset_hooks.append(hook)
 
     async def _watch(self) -> None:
-        """Looks at the broker every `heal_interval_s` (at once when a publish failed)."""
+        """Looks at the broker every `heal_interval_s` (at once when a publish failed, and
+        every `AWAY_LOOK_S` while the broker is away, so its return is seen at once)."""
         while True:
+            wait_s = self._heal_interval_s
+            if not self._seen:
+                wait_s = min(wait_s, AWAY_LOOK_S)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._heal_interval_s):
+                async with asyncio.timeout(wait_s):
                     await self._look_now.wait()
             self._look_now.clear()
             try:
                 async with asyncio.timeout(max(self._heal_interval_s * 3, 3.0)):
                     await self._look()
             except (KafkaError, TimeoutError) as exc:
+                self._seen = False  # consumers hold their commits until a look succeeds
                 log.debug("bus_watch_failed", error=repr(exc))  # the broker is away: try again
+            else:
+                self._seen = True  # after the look: a loss it found is known to consumers
 
     async def _look(self) -> None:
         assert self._admin is not None and self._watcher is not None

@@ -13,7 +13,7 @@ scale-down: the removed member's partitions move to the others only after
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -53,8 +53,13 @@ class KafkaConsumer:
         instance_id: str | None,
         *,
         commit_timeout_s: float = 5.0,
+        broker_seen: Callable[[], bool] = lambda: True,
     ) -> None:
         self._consumer = consumer
+        # Whether the bus has looked at the broker since it was last away (KafkaBus.seen): a
+        # broker back from an outage may be back empty, and until the bus has looked, the ends
+        # this consumer knows may be an old log's.
+        self._broker_seen = broker_seen
         # aiokafka's commit waits for a coordinator as long as it takes; a broker that is away
         # must not hold the actor's loop.
         self._commit_timeout_s = commit_timeout_s
@@ -166,6 +171,11 @@ class KafkaConsumer:
         return total
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
+        if not self._broker_seen():
+            # Away, or back and not looked at yet: a commit now could put an old log's offsets
+            # in a broker that lost it (tansu takes them from a member it no longer knows).
+            log.debug("commit_deferred", group=self.group, why="broker away, not seen since")
+            return
         owned = self._consumer.assignment()
         mine = {
             tp: offset
