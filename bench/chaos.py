@@ -20,7 +20,8 @@ of the fault's end (the only duplicates issue 10 allows); `early` arrived before
 scheduled_at the client asked for; `first new s` runs from the fault's end (the process or
 service started again) to the first arrival of work accepted after the fault began;
 `longest silence s` is the longest gap between arrivals from the first arrival to the last
-POST; `late p99 s` is arrival minus the later of scheduled_at and the 202; `exits` are roles
+POST; `late p99 s` is arrival minus the later of scheduled_at and the 202; `202 p99 s` is
+from a POST's send to its 202 (a stalled accept shows here, not in lateness); `exits` are roles
 that exited without being told to (the harness restarts them 2 s later, as an orchestrator
 would) or that did not exit 0 on SIGTERM. Exit status 1 when any bound of issue 10 is broken.
 """
@@ -69,6 +70,7 @@ class Timing:
     kill_down_s: float = 2.0  # a killed role is started again this much later
     redis_down_s: float = 3.0
     broker_down_s: float = 3.0
+    broker_paused_s: float = 6.0  # longer than a publish may take (kafka.publish_timeout)
     postgres_down_s: float = 6.0
     rolling_gap_s: float = 1.0  # between a role's exit and its replacement's start
 
@@ -155,6 +157,16 @@ async def empty_broker(ctx: Context) -> Fault:
     return Fault(start, time.time())
 
 
+async def pause_broker(ctx: Context) -> Fault:
+    """The broker hangs (SIGSTOP) and resumes with everything it had: requests to it wait
+    instead of failing, as with a broker that is stuck or cut off."""
+    start = time.time()
+    ctx.services.broker.pause()
+    await asyncio.sleep(ctx.timing.broker_paused_s)
+    ctx.services.broker.resume()
+    return Fault(start, time.time())
+
+
 SCENARIOS = {
     s.name: s
     for s in [
@@ -176,6 +188,7 @@ SCENARIOS = {
         ),
         Scenario("postgres-stop", "Postgres stopped (immediate), started again", stop_postgres),
         Scenario("redis-empty", "Redis killed, back empty", empty_redis),
+        Scenario("broker-pause", "broker frozen (SIGSTOP) for 6 s, then resumed", pause_broker),
         Scenario(
             "broker-empty",
             "broker killed, back empty (topics, messages, offsets gone)",
@@ -369,13 +382,14 @@ def _s(value: float | None) -> str:
 def table(results: list[Result]) -> str:
     head = [
         "scenario", "accepted", "refused", "delivered", "missing", "dup (same id, in flight)",
-        "early", "first new s", "longest silence s", "late p99 s", "exits", "verdict",
+        "early", "first new s", "longest silence s", "late p99 s", "202 p99 s", "exits",
+        "verdict",
     ]  # fmt: skip
     rows = [head]
     for r in results:
         s = r.summary
         if s is None:
-            rows.append([r.scenario.name, *["-"] * 10, f"harness error: {r.error}"])
+            rows.append([r.scenario.name, *["-"] * 11, f"harness error: {r.error}"])
             continue
         exits = ", ".join(f"{e['name']}:{e['code']}" for e in s.exits) or "0"
         rows.append(
@@ -390,6 +404,7 @@ def table(results: list[Result]) -> str:
                 _s(s.recovery_s),
                 _s(s.longest_silence_s),
                 _s(s.lateness_p99_s),
+                _s(s.accept_p99_s),
                 exits,
                 "ok" if not r.broken else "; ".join(r.broken),
             ]

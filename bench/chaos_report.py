@@ -48,6 +48,7 @@ class Summary:
     lateness_p99_s: float | None
     lateness_max_s: float | None
     immediate_p99_s: float | None
+    accept_p99_s: float | None  # from the send to the 202, over the accepted POSTs
     all_in_after_fault_s: float | None  # fault's end -> last first-arrival (None: some missing)
     exits: list[dict] = field(default_factory=list)  # exits nobody asked for, or bad SIGTERMs
 
@@ -155,6 +156,7 @@ def summarize(
     if fault is not None and not missing and delivered:
         all_in = max(by_key[k][0].at for k in delivered) - fault.end
 
+    answer_s = [p.done_at - p.sent_at for p in accepted.values() if p.done_at is not None]
     return Summary(
         accepted=len(accepted),
         refused=sum(refused_by.values()),
@@ -184,6 +186,7 @@ def summarize(
         lateness_p99_s=percentile(lateness, 0.99),
         lateness_max_s=max(lateness, default=None),
         immediate_p99_s=percentile(immediate, 0.99),
+        accept_p99_s=percentile(answer_s, 0.99),
         all_in_after_fault_s=all_in,
         exits=[asdict(e) for e in reportable_exits(exits)],
     )

@@ -222,6 +222,15 @@ class PrivateBroker(TansuBroker):
     def kill(self) -> None:
         self.stop()  # TansuBroker.stop is a SIGKILL of its process group
 
+    def pause(self) -> None:
+        """Freezes the broker (SIGSTOP): connections stay open and nothing is answered."""
+        assert self._proc is not None
+        os.killpg(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        os.killpg(self._proc.pid, signal.SIGCONT)
+
     def close(self) -> None:
         self.stop()
         _untrack(self)

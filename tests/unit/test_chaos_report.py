@@ -51,6 +51,7 @@ def test_a_clean_run() -> None:
     assert (s.accepted, s.delivered, s.missing, s.duplicates, s.early) == (2, 2, 0, 0, 0)
     assert s.recovery_s is None
     assert round(s.lateness_max_s or 0, 2) == 0.19  # from the 202, not from the send
+    assert round(s.accept_p99_s or 0, 2) == 0.01  # the send to the 202
     assert broken_promises(s) == []
 
 
