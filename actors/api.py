@@ -29,6 +29,11 @@ RETRY_AFTER_S = 1  # what a 503 tells the client: Postgres is usually back withi
 # `notification.accepted` events held for another publish: about 1 MB. Past it, the back-stop
 # routes what is committed and unpublished, after its grace period.
 REPUBLISH_HELD = 10_000
+# How long the accept writer waits on a publish before it hands the events to the republisher
+# and goes on accepting (a publish that is slow, not failed, may still land: a repeat is
+# harmless). A broker that hangs rather than refuses would otherwise hold every accept for up to
+# `kafka.publish_timeout`.
+PUBLISH_WAIT_S = 1.0
 
 
 class AcceptStore(Protocol):
@@ -121,8 +126,9 @@ class AcceptWriter(Actor):
             self._unpublished.hold(created)
         elif created:
             try:
-                await self._bus.publish(self._topic, created)
-            except BUS_AWAY as exc:
+                async with asyncio.timeout(PUBLISH_WAIT_S):
+                    await self._bus.publish(self._topic, created)
+            except BUS_AWAY as exc:  # TimeoutError among them
                 # Committed already: published again by the republisher, or by the back-stop.
                 self._bus_outage.failed(exc)
                 log.debug("accepted_publish_failed", error=str(exc), count=len(created))

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import asyncpg
 import pytest
 
+import actors.api
 from actors.api import AcceptStore, AcceptWriter, Republisher, Submission, Unpublished, submit
 from notifi import events, metrics
 from notifi.errors import InvalidRequest, Unavailable
@@ -199,6 +200,25 @@ async def test_what_the_republisher_cannot_hold_is_left_to_the_backstop(
         results = await asyncio.gather(*(submit(inbox, n) for n in batch))
     assert {r.id for r in results} == {n.id for n in batch}  # every one committed and answered
     assert len(held_ids(unpublished)) == 2  # the bound holds; the back-stop has the rest
+
+
+class HangingBus(FakeBus):
+    """A broker that hangs rather than refuses: a publish never comes back."""
+
+    async def publish(self, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_publish_that_hangs_is_handed_over_and_accepting_goes_on(
+    inbox: Mailbox[Submission], unpublished: Unpublished, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(actors.api, "PUBLISH_WAIT_S", 0.05)
+    store = FakeStore()
+    first, second = new_notification(), new_notification()
+    async with running(make_writer(inbox, store, HangingBus(), unpublished)):
+        await asyncio.wait_for(submit(inbox, first), 5)
+        await asyncio.wait_for(submit(inbox, second), 5)  # not behind the hanging publish
+    assert held_ids(unpublished) == [str(first.id), str(second.id)]
 
 
 async def test_while_events_are_held_new_ones_join_them_in_order(
