@@ -70,7 +70,7 @@ class Timing:
     kill_down_s: float = 2.0  # a killed role is started again this much later
     redis_down_s: float = 3.0
     broker_down_s: float = 3.0
-    broker_paused_s: float = 6.0  # longer than a publish may take (kafka.publish_timeout)
+    broker_paused_s: float = 3.0
     postgres_down_s: float = 6.0
     rolling_gap_s: float = 1.0  # between a role's exit and its replacement's start
 
@@ -188,7 +188,7 @@ SCENARIOS = {
         ),
         Scenario("postgres-stop", "Postgres stopped (immediate), started again", stop_postgres),
         Scenario("redis-empty", "Redis killed, back empty", empty_redis),
-        Scenario("broker-pause", "broker frozen (SIGSTOP) for 6 s, then resumed", pause_broker),
+        Scenario("broker-pause", "broker frozen (SIGSTOP) for 3 s, then resumed", pause_broker),
         Scenario(
             "broker-empty",
             "broker killed, back empty (topics, messages, offsets gone)",
