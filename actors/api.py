@@ -8,6 +8,7 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import Sequence
+from functools import partial
 from typing import Protocol
 
 import asyncpg
@@ -17,7 +18,7 @@ from notifi import events
 from notifi.bus import Bus
 from notifi.errors import InvalidRequest, Unavailable
 from notifi.model import NewNotification
-from notifi.outage import BUS_AWAY, POSTGRES_AWAY, Backoff, Outage
+from notifi.outage import BUS_AWAY, POSTGRES_AWAY, Backoff, Outage, StopRequested
 from notifi.runtime import Actor, Mailbox
 from notifi.store import Accepted, AcceptOutcome
 
@@ -122,19 +123,21 @@ class AcceptWriter(Actor):
             for (n, _), r in zip(batch, results, strict=True)
             if r.outcome is AcceptOutcome.CREATED
         ]
-        if created and self._unpublished:  # the bus was away just now: keep the order, not wait
+        if not created:
+            return
+        if self._unpublished:  # the bus was away just now: keep the order, not wait
             self._unpublished.hold(created)
-        elif created:
-            try:
-                async with asyncio.timeout(PUBLISH_WAIT_S):
-                    await self._bus.publish(self._topic, created)
-            except BUS_AWAY as exc:  # TimeoutError among them
-                # Committed already: published again by the republisher, or by the back-stop.
-                self._bus_outage.failed(exc)
-                log.debug("accepted_publish_failed", error=str(exc), count=len(created))
-                self._unpublished.hold(created)
-            else:
-                self._bus_outage.recovered()
+            return
+        try:
+            async with asyncio.timeout(PUBLISH_WAIT_S):
+                await self._bus.publish(self._topic, created)
+        except BUS_AWAY as exc:  # TimeoutError among them
+            # Committed already: published again by the republisher, or by the back-stop.
+            self._bus_outage.failed(exc)
+            log.debug("accepted_publish_failed", error=str(exc), count=len(created))
+            self._unpublished.hold(created)
+        else:
+            self._bus_outage.recovered()
 
 
 class Unpublished:
@@ -209,11 +212,9 @@ class Republisher(Actor):
                 await self._unpublished.wait()
                 continue
             try:
-                await self._bus.publish(self._topic, held)
-            except BUS_AWAY as exc:
-                await self.sleep(bus.failed(exc))
-                continue
-            bus.recovered()
+                await bus.call(partial(self._bus.publish, self._topic, held), self.sleep)
+            except StopRequested:
+                break
             self._unpublished.published(len(held))
             log.info("accepted_republished", actor=self.name, count=len(held))
         if self._unpublished:

@@ -530,8 +530,11 @@ async def test_commits_resume_once_a_fetch_has_told_the_new_end(
 async def test_nothing_read_before_the_broker_came_back_empty_is_committed(
     broker: TansuBroker, topic: str
 ) -> None:
-    """The bus knows when it has not seen the broker since it was away, and commits of what
-    was read before the loss never land, before or after the bus has looked."""
+    """The bus's side of the commit gate: `seen` goes off while the broker is away and on again
+    only after a look that found it back (and counted the loss). With the gate forced (the test
+    below) this is what makes it real. Commits of what was read before the loss never land
+    here; tansu also refuses them in this timing, so that last check alone would not show the
+    gate."""
     async with Reading(broker, topic, heal_interval_s=0.5) as reading:
         await reading.publish_and_read(40)
         broker.stop()
