@@ -287,6 +287,7 @@ def _api(process: Process, ready: Ready, probes: list[Probe]) -> list[ChildSpec]
                 s.api.accept_batch,
                 s.api.accept_linger_ms / 1000,
                 unpublished,
+                linger_batch=s.api.accept_linger_batch,
             ),
             shutdown_timeout_s=timeout,
         ),

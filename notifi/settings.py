@@ -36,6 +36,7 @@ class Api:
     default_page_size: int
     accept_batch: int
     accept_linger_ms: float
+    accept_linger_batch: int
     max_bulk: int
     max_bulk_body_bytes: int
     idempotency_retention: float
@@ -241,6 +242,7 @@ _POSITIVE = {
     "body_timeout",
     "max_page_size",
     "accept_batch",
+    "accept_linger_batch",
     "max_bulk",
     "max_bulk_body_bytes",
     "idempotency_retention",

@@ -40,10 +40,12 @@ class Actor:
         return self.inbox.take_letter(until=self._stop)
 
     def receive_batch(
-        self, max_items: int, linger_s: float = 0.0
+        self, max_items: int, linger_s: float = 0.0, enough: int | None = None
     ) -> AbstractAsyncContextManager[list[Any]]:
+        """Up to `max_items` messages, waiting up to `linger_s` for `enough` once one is there
+        (`Mailbox.take_batch`)."""
         assert self.inbox is not None, f"{self.name} has no mailbox"
-        return self.inbox.take_batch(max_items, linger_s, until=self._stop)
+        return self.inbox.take_batch(max_items, linger_s, until=self._stop, enough=enough)
 
     async def sleep(self, seconds: float) -> bool:
         """Sleeps, waking early when a stop is requested; True if woken by the stop."""

@@ -112,17 +112,25 @@ class Mailbox(Generic[T]):
 
     @asynccontextmanager
     async def take_batch(
-        self, max_items: int, linger_s: float = 0.0, until: asyncio.Event | None = None
+        self,
+        max_items: int,
+        linger_s: float = 0.0,
+        until: asyncio.Event | None = None,
+        enough: int | None = None,
     ) -> AsyncIterator[list[T]]:
-        """At least one and at most `max_items` items, waiting up to `linger_s` for more once
-        the first is there; they return to the front, in order, if the block raises.
-        Raises `Stopped` when `until` is set while the mailbox is empty."""
-        async with self.take_letters(max_items, linger_s, until) as letters:
+        """At least one and at most `max_items` items, waiting up to `linger_s` once the first
+        is there for `enough` (default `max_items`); they return to the front, in order, if the
+        block raises. Raises `Stopped` when `until` is set while the mailbox is empty."""
+        async with self.take_letters(max_items, linger_s, until, enough) as letters:
             yield [letter.item for letter in letters]
 
     @asynccontextmanager
     async def take_letters(
-        self, max_items: int, linger_s: float = 0.0, until: asyncio.Event | None = None
+        self,
+        max_items: int,
+        linger_s: float = 0.0,
+        until: asyncio.Event | None = None,
+        enough: int | None = None,
     ) -> AsyncIterator[list[Letter[T]]]:
         """`take_batch`, as letters; a letter given back because the block raised an exception
         (a crash, not a cancellation) counts one more redelivery."""
@@ -131,10 +139,11 @@ class Mailbox(Generic[T]):
             await self._not_empty.wait_for(lambda: bool(self._items) or stopping())
             if not self._items:
                 raise Stopped(self.name)
-            if linger_s > 0 and len(self._items) < max_items:
+            wanted = max_items if enough is None else min(enough, max_items)
+            if linger_s > 0 and len(self._items) < wanted:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(linger_s):
-                        await self._not_empty.wait_for(lambda: len(self._items) >= max_items)
+                        await self._not_empty.wait_for(lambda: len(self._items) >= wanted)
             count = min(max_items, len(self._items))
             items = [self._items.popleft() for _ in range(count)]
             self._not_full.notify(count)

@@ -301,6 +301,7 @@ class FakeBus(MemoryBus):
     def __init__(self) -> None:
         super().__init__()
         self.published: dict[str, list[tuple[bytes | None, bytes]]] = {}
+        self.publishes = 0  # publish calls that succeeded
         self.commits: list[dict[TopicPartition, int]] = []
         self.consumers: list[_RecordingConsumer] = []
         self.down: BaseException | None = None
@@ -325,6 +326,7 @@ class FakeBus(MemoryBus):
         if self._failures:
             raise self._failures.pop(0)
         await super().publish(topic, messages)
+        self.publishes += 1
         self.published.setdefault(topic, []).extend(messages)
 
     def consumer(  # type: ignore[override]

@@ -105,6 +105,38 @@ async def test_concurrent_requests_share_one_write(
     assert store.calls.count("accept") < len(batch)
 
 
+async def test_requests_within_the_linger_share_one_write_and_one_publish(
+    inbox: Mailbox[Submission], bus: FakeBus, unpublished: Unpublished
+) -> None:
+    """Requests that come one after another, within the linger, make one batch, which goes on
+    as one: one transaction and one publish (so one route, one load downstream)."""
+    store = FakeStore()
+    first, second = new_notification(), new_notification()
+    writer = AcceptWriter(inbox, store, bus, TOPIC, batch=50, linger_s=0.5, unpublished=unpublished)
+    async with running(writer):
+        answer = asyncio.create_task(submit(inbox, first))
+        await asyncio.sleep(0.05)
+        assert not answer.done()  # lingering for more
+        await submit(inbox, second)
+        await answer
+    assert store.calls.count("accept") == 1
+    assert bus.publishes == 1
+    assert accepted_ids(bus) == [str(first.id), str(second.id)]
+
+
+async def test_a_batch_of_linger_batch_does_not_wait_for_the_linger(
+    inbox: Mailbox[Submission], bus: FakeBus, unpublished: Unpublished
+) -> None:
+    store = FakeStore()
+    batch = [new_notification() for _ in range(4)]
+    writer = AcceptWriter(
+        inbox, store, bus, TOPIC, batch=50, linger_s=30, unpublished=unpublished, linger_batch=4
+    )
+    async with running(writer), asyncio.timeout(5):  # the linger is 30 s
+        results = await asyncio.gather(*(submit(inbox, n) for n in batch))
+    assert [r.id for r in results] == [n.id for n in batch]
+
+
 async def test_a_refused_item_does_not_sink_its_batch(
     inbox: Mailbox[Submission], bus: FakeBus
 ) -> None:

@@ -90,6 +90,22 @@ async def test_take_batch_lingers_for_more_but_not_past_the_limit() -> None:
     await feeder
 
 
+async def test_take_batch_stops_lingering_once_enough_wait() -> None:
+    box: Mailbox[int] = Mailbox("m", 10)
+    await box.put(1)
+
+    async def later() -> None:
+        await asyncio.sleep(0.01)
+        for i in range(2, 5):
+            await box.put(i)
+
+    feeder = asyncio.create_task(later())
+    async with asyncio.timeout(2):  # the linger is 30 s: only `enough` ends it this soon
+        async with box.take_batch(10, linger_s=30, enough=3) as items:
+            assert items[:3] == [1, 2, 3]
+    await feeder
+
+
 async def test_take_until_a_stop_with_an_empty_mailbox_raises_stopped() -> None:
     box: Mailbox[int] = Mailbox("m", 10)
     stop = asyncio.Event()

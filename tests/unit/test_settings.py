@@ -107,6 +107,7 @@ def test_named_destinations_from_env() -> None:
         ({"NOTIFI_POLLER__LOOKAHEAD": "301"}, "poller.lookahead"),
         ({"NOTIFI_KAFKA__LINGER_MS": "-1"}, "kafka.linger_ms"),
         ({"NOTIFI_API__ACCEPT_LINGER_MS": "-1"}, "api.accept_linger_ms"),
+        ({"NOTIFI_API__ACCEPT_LINGER_BATCH": "0"}, "api.accept_linger_batch"),
         ({"NOTIFI_DELIVERY__RECORD_LINGER_MS": "1001"}, "delivery.record_linger_ms"),
         ({"NOTIFI_KAFKA__ENABLE_IDEMPOTENCE": "1"}, "kafka.enable_idempotence"),
         ({"NOTIFI_DESTINATIONS__OPS": '"https://x"'}, "destinations.ops"),
