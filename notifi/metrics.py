@@ -3,10 +3,60 @@ base units, `_total` counters, bounded label values)."""
 
 from __future__ import annotations
 
-from aioprometheus import Counter, Gauge, Histogram, Registry
+from typing import Any
+
+import aioprometheus
+from aioprometheus import Registry
 from aioprometheus.renderer import render
 
 REGISTRY = Registry()
+
+
+class _KeyedOnce:
+    """aioprometheus checks a label set's names and encodes it as a JSON key on every call, and
+    a counter's `add` reads and writes, so twice: about 5 µs a call in the running service, a few
+    calls per notification (14-17 µs of the API's 116-139 µs per POST, measured alone). This
+    checks and encodes each label set once and keeps its key; label values are bounded, so the
+    keys kept are as many as the series."""
+
+    values: Any  # aioprometheus's MetricDict
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._keys: dict[tuple[tuple[str, str], ...], Any] = {}
+
+    def _key(self, labels: dict[str, str]) -> Any:
+        items = tuple(labels.items())
+        key = self._keys.get(items)
+        if key is None:
+            if labels:
+                self._check_labels(labels)  # type: ignore[attr-defined]
+            key = self._keys[items] = self.values.__keytransform__(labels)
+        return key
+
+    def get_value(self, labels: Any) -> Any:
+        if not isinstance(labels, dict):  # the renderer passes the keys it found back
+            return super().get_value(labels)  # type: ignore[misc]
+        return self.values.store[self._key(labels)]
+
+    def set_value(self, labels: Any, value: Any) -> None:
+        if not isinstance(labels, dict):
+            super().set_value(labels, value)  # type: ignore[misc]
+            return
+        self.values.store[self._key(labels)] = value
+
+
+class Counter(_KeyedOnce, aioprometheus.Counter):
+    pass
+
+
+class Gauge(_KeyedOnce, aioprometheus.Gauge):
+    pass
+
+
+class Histogram(_KeyedOnce, aioprometheus.Histogram):
+    pass
+
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
