@@ -70,16 +70,21 @@ async def test_a_message_counts_the_crashes_of_its_holders_not_cancellations() -
         assert [(x.item, x.redeliveries) for x in letters] == [("poison", 3), ("next", 0)]
 
 
-async def test_take_batch_lingers_for_more_but_not_past_the_limit() -> None:
-    box: Mailbox[int] = Mailbox("m", 10)
-    await box.put(1)
+def feed_later(box: Mailbox[int], items: range) -> asyncio.Task[None]:
+    """Puts `items` into `box` 10 ms from now, while a taker lingers."""
 
     async def later() -> None:
         await asyncio.sleep(0.01)
-        for i in range(2, 6):
+        for i in items:
             await box.put(i)
 
-    feeder = asyncio.create_task(later())
+    return asyncio.create_task(later())
+
+
+async def test_take_batch_lingers_for_more_but_not_past_the_limit() -> None:
+    box: Mailbox[int] = Mailbox("m", 10)
+    await box.put(1)
+    feeder = feed_later(box, range(2, 6))
     async with box.take_batch(3, linger_s=0.5) as items:
         assert items == [1, 2, 3]
     with pytest.raises(ValueError):
@@ -93,13 +98,7 @@ async def test_take_batch_lingers_for_more_but_not_past_the_limit() -> None:
 async def test_take_batch_stops_lingering_once_enough_wait() -> None:
     box: Mailbox[int] = Mailbox("m", 10)
     await box.put(1)
-
-    async def later() -> None:
-        await asyncio.sleep(0.01)
-        for i in range(2, 5):
-            await box.put(i)
-
-    feeder = asyncio.create_task(later())
+    feeder = feed_later(box, range(2, 5))
     async with asyncio.timeout(2):  # the linger is 30 s: only `enough` ends it this soon
         async with box.take_batch(10, linger_s=30, enough=3) as items:
             assert items[:3] == [1, 2, 3]
