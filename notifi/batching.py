@@ -20,7 +20,9 @@ class Coalescer(Generic[K, V]):
     round trips each, of 5 to 7 items, up to 15 on their way at once. A quiet caller waits for
     nothing: its batch starts at the next loop turn.
 
-    `fn` takes the items and returns one result per item, in order.
+    `fn` takes the items and returns one result per item, in order. A call returns the item's
+    future, not a coroutine: awaiting it is the same, and `asyncio.shield` of it needs no task
+    of its own (a worker shields its delivered mark, one per webhook).
     """
 
     def __init__(
@@ -36,14 +38,14 @@ class Coalescer(Generic[K, V]):
         self._flushing: set[asyncio.Task[None]] = set()
         self._scheduled = False
 
-    async def __call__(self, item: K) -> V:
+    def __call__(self, item: K) -> asyncio.Future[V]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[V] = loop.create_future()
         self._pending.append((item, future))
         if not self._scheduled and len(self._flushing) < self._max_in_flight:
             self._scheduled = True
             loop.call_soon(self._flush)
-        return await future
+        return future
 
     def _flush(self) -> None:
         self._scheduled = False

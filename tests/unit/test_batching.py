@@ -97,3 +97,11 @@ async def test_a_batch_function_that_answers_too_few_fails_its_callers_instead_o
     assert [str(r) for r in results] == ["2 results for a batch of 3"] * 3
     with pytest.raises(RuntimeError, match="0 results for a batch of 1"):
         await asyncio.wait_for(coalesce(7), 1)  # the next batch runs, and answers too
+
+
+async def test_a_call_is_its_future_so_shielding_it_needs_no_task() -> None:
+    """A worker shields its delivered mark, one per webhook: a coroutine there cost a task."""
+    coalesce = Coalescer(Slow())
+    call = coalesce(3)
+    assert isinstance(call, asyncio.Future) and not isinstance(call, asyncio.Task)
+    assert await asyncio.shield(call) == 30
