@@ -188,7 +188,7 @@ SCENARIOS = {
         ),
         Scenario("postgres-stop", "Postgres stopped (immediate), started again", stop_postgres),
         Scenario("redis-empty", "Redis killed, back empty", empty_redis),
-        Scenario("broker-pause", "broker frozen (SIGSTOP) for 3 s, then resumed", pause_broker),
+        Scenario("broker-pause", "broker frozen (SIGSTOP), then resumed", pause_broker),
         Scenario(
             "broker-empty",
             "broker killed, back empty (topics, messages, offsets gone)",

@@ -66,9 +66,14 @@ def make_writer(
     store: FakeStore,
     bus: FakeBus,
     unpublished: Unpublished | None = None,
+    *,
+    linger_s: float = 0.01,
+    linger_batch: int | None = None,
 ) -> AcceptWriter:
     held = unpublished if unpublished is not None else Unpublished()
-    return AcceptWriter(inbox, store, bus, TOPIC, batch=50, linger_s=0.01, unpublished=held)
+    return AcceptWriter(
+        inbox, store, bus, TOPIC, 50, linger_s, unpublished=held, linger_batch=linger_batch
+    )
 
 
 def accepted_ids(bus: FakeBus) -> list[str]:
@@ -112,8 +117,7 @@ async def test_requests_within_the_linger_share_one_write_and_one_publish(
     as one: one transaction and one publish (so one route, one load downstream)."""
     store = FakeStore()
     first, second = new_notification(), new_notification()
-    writer = AcceptWriter(inbox, store, bus, TOPIC, batch=50, linger_s=0.5, unpublished=unpublished)
-    async with running(writer):
+    async with running(make_writer(inbox, store, bus, unpublished, linger_s=0.5)):
         answer = asyncio.create_task(submit(inbox, first))
         await asyncio.sleep(0.05)
         assert not answer.done()  # lingering for more
@@ -129,9 +133,7 @@ async def test_a_batch_of_linger_batch_does_not_wait_for_the_linger(
 ) -> None:
     store = FakeStore()
     batch = [new_notification() for _ in range(4)]
-    writer = AcceptWriter(
-        inbox, store, bus, TOPIC, batch=50, linger_s=30, unpublished=unpublished, linger_batch=4
-    )
+    writer = make_writer(inbox, store, bus, unpublished, linger_s=30, linger_batch=4)
     async with running(writer), asyncio.timeout(5):  # the linger is 30 s
         results = await asyncio.gather(*(submit(inbox, n) for n in batch))
     assert [r.id for r in results] == [n.id for n in batch]
