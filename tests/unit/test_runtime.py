@@ -116,6 +116,61 @@ async def test_take_until_a_stop_with_an_empty_mailbox_raises_stopped() -> None:
         await asyncio.wait_for(waiting, 1)
 
 
+async def test_a_taker_woken_then_cancelled_passes_its_turn_on() -> None:
+    box: Mailbox[int] = Mailbox("m", 10)
+    first = asyncio.create_task(box.take(until=asyncio.Event()).__aenter__())
+    second = asyncio.create_task(box.take(until=asyncio.Event()).__aenter__())
+    await asyncio.sleep(0.01)
+    await box.put(1)  # wakes the first taker in line...
+    first.cancel()  # ...which is cancelled before it runs
+    assert await asyncio.wait_for(second, 1) == 1
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_a_cancelled_putter_leaves_the_line() -> None:
+    box: Mailbox[int] = Mailbox("m", 1)
+    await box.put(0)
+    gone = asyncio.create_task(box.put(1))
+    waiting = asyncio.create_task(box.put(2))
+    await asyncio.sleep(0.01)
+    gone.cancel()
+    await asyncio.sleep(0)
+    async with box.take() as item:
+        assert item == 0
+    await asyncio.wait_for(waiting, 1)
+    async with box.take_batch(5) as items:
+        assert items == [2]
+
+
+async def test_takers_behind_a_lingering_one_are_served() -> None:
+    box: Mailbox[int] = Mailbox("m", 10)
+    await box.put(1)
+    lingering = asyncio.create_task(box.take_batch(10, linger_s=30, enough=5).__aenter__())
+    await asyncio.sleep(0.01)
+    async with box.take() as item:  # taken while the other lingers for more
+        assert item == 1
+    behind = asyncio.create_task(box.take(until=asyncio.Event()).__aenter__())
+    await asyncio.sleep(0.01)
+    await box.put(2)
+    assert await asyncio.wait_for(behind, 1) == 2  # not held back by the one waiting for five
+    assert not lingering.done()
+    for i in range(3, 8):
+        await box.put(i)
+    assert await asyncio.wait_for(lingering, 1) == [3, 4, 5, 6, 7]
+
+
+async def test_a_stop_ends_a_linger_with_what_is_there() -> None:
+    box: Mailbox[int] = Mailbox("m", 10)
+    stop = asyncio.Event()
+    await box.put(1)
+    taking = asyncio.create_task(box.take_batch(10, linger_s=30, until=stop).__aenter__())
+    await asyncio.sleep(0.01)
+    stop.set()
+    box.wake_all()
+    assert await asyncio.wait_for(taking, 1) == [1]
+
+
 class Recording(Actor):
     """Logs its lifecycle into a shared list; behaviour set per test."""
 
