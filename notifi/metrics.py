@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import aioprometheus
+import aioprometheus.histogram
 from aioprometheus import Registry
 from aioprometheus.renderer import render
 
@@ -47,7 +48,17 @@ class _KeyedOnce:
 
 
 class Counter(_KeyedOnce, aioprometheus.Counter):
-    pass
+    """`inc` and `add` read and write the series' value in one step (aioprometheus goes through
+    `get_value`, a KeyError for a new series, and `set_value`)."""
+
+    def inc(self, labels: dict[str, str]) -> None:
+        self.add(labels, 1)
+
+    def add(self, labels: dict[str, str], value: float) -> None:
+        if value < 0:
+            raise ValueError("Counters can't decrease")
+        store, key = self.values.store, self._key(labels)
+        store[key] = store.get(key, 0) + value
 
 
 class Gauge(_KeyedOnce, aioprometheus.Gauge):
@@ -55,7 +66,17 @@ class Gauge(_KeyedOnce, aioprometheus.Gauge):
 
 
 class Histogram(_KeyedOnce, aioprometheus.Histogram):
-    pass
+    """`observe` finds the series' histogram in one step (as Counter's `add` does)."""
+
+    def observe(self, labels: dict[str, str], value: float) -> None:
+        if type(value) not in (float, int):
+            raise TypeError("Histogram only works with digits (int, float)")
+        store, key = self.values.store, self._key(labels)
+        if (h := store.get(key)) is None:
+            h = store[key] = aioprometheus.histogram.Histogram(*self.upper_bounds)
+        h.observe(float(value))
+
+    add = observe
 
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -67,3 +67,16 @@ def test_a_reserved_label_name_is_still_refused(name: str) -> None:
     for _ in range(2):  # and not let through the second time
         with pytest.raises(ValueError):
             histogram.observe({name: "x"}, 0.5)
+
+
+def test_bad_values_are_refused_as_aioprometheus_refuses_them() -> None:
+    counter = metrics.Counter("t3_total", "t", registry=Registry())
+    histogram = metrics.Histogram("t3_seconds", "t", registry=Registry(), buckets=(1.0,))
+    with pytest.raises(ValueError):
+        counter.add({"route": "/a"}, -1)
+    with pytest.raises(TypeError):
+        histogram.observe({"route": "/a"}, "0.5")  # type: ignore[arg-type]
+    with pytest.raises(KeyError):  # nothing was counted or observed
+        counter.get({"route": "/a"})
+    with pytest.raises(KeyError):
+        histogram.get({"route": "/a"})
