@@ -108,13 +108,16 @@ def _delivery(process: Process, probes: list[Probe]) -> list[ChildSpec]:
         max_cooldown_s=s.delivery.breaker_max_cooldown,
     )
     probes.append(lambda: metrics.breakers_open.set({}, gate.open_hosts()))
+    # One call after another each: a connection held apiece (notifi.store.held). The workers
+    # share the pool: their state re-checks and Postgres claims are concurrent.
+    recorder_store, consumer_store = store.holding(), store.holding()
     specs = [
         ChildSpec(
             "recorder",
             lambda: Recorder(
                 "recorder",
                 records,
-                store=store,
+                store=recorder_store,
                 claims=claims,
                 batch=s.delivery.record_batch,
                 linger_s=s.delivery.record_linger_ms / 1000,
@@ -151,7 +154,7 @@ def _delivery(process: Process, probes: list[Probe]) -> list[ChildSpec]:
             lambda: DeliveryConsumer(
                 "delivery-consumer",
                 bus,
-                store,
+                consumer_store,
                 work,
                 topic=topics.deliveries,
                 group=f"{s.kafka.topic_prefix}-delivery",
@@ -226,13 +229,15 @@ def _poller(process: Process) -> list[ChildSpec]:
 
 def _router(process: Process) -> list[ChildSpec]:
     s, topics = process.settings, process.topics
+    # Each router makes one call after another: a connection held apiece (notifi.store.held).
+    stores = [process.store.holding() for _ in range(process.plan.router_consumers)]
     return [
         ChildSpec(
             f"router-{i}",
-            lambda i=i: Router(
+            lambda i=i, store=store: Router(
                 f"router-{i}",
                 process.bus,
-                process.store,
+                store,
                 source=topics.notifications,
                 group=f"{s.kafka.topic_prefix}-router",
                 target=topics.deliveries,
@@ -240,7 +245,7 @@ def _router(process: Process) -> list[ChildSpec]:
                 fetch_max=s.kafka.fetch_max_records,
             ),
         )
-        for i in range(process.plan.router_consumers)
+        for i, store in enumerate(stores)
     ]
 
 
@@ -276,12 +281,13 @@ def _api(process: Process, ready: Ready, probes: list[Probe]) -> list[ChildSpec]
         max_stored_destinations=s.api.max_stored_destinations,
         marks=process.marks,
     )
+    writer_store = process.store.holding()  # one batch after another: a connection held
     return [
         ChildSpec(
             "accept-writer",
             lambda: AcceptWriter(
                 inbox,
-                process.store,
+                writer_store,
                 process.bus,
                 process.topics.notifications,
                 s.api.accept_batch,

@@ -26,8 +26,27 @@ class Plan:
     instance_id: str  # stable per container (for Kafka static group membership)
 
 
+# Pooled Postgres connections a process keeps beside the held ones, at the least: the API's
+# reads, the pollers, the workers' re-checks and claims while Redis is away share them.
+SPARE_CONNECTIONS = 2
+
+
+def held_connections(plan: Plan) -> int:
+    """Postgres connections the plan's batch writers hold for good (notifi.store.held): the
+    accept writer's, each router's, the delivery consumer's and the recorder's."""
+    routers = plan.router_consumers if "router" in plan.roles else 0
+    return ("api" in plan.roles) + routers + 2 * ("delivery" in plan.roles)
+
+
 def check(settings: Settings, plan: Plan) -> None:
     """Raises SettingsError when the settings cannot serve the plan."""
+    held, pool_max = held_connections(plan), settings.postgres.pool_max
+    if pool_max < held + SPARE_CONNECTIONS:
+        raise SettingsError(
+            f"postgres.pool_max = {pool_max} is too few for this process: its batch writers "
+            f"hold {held} connections (the accept writer, each router, the delivery consumer "
+            f"and the recorder), so it needs at least {held + SPARE_CONNECTIONS}"
+        )
     if settings.bus.kind == "memory" and plan.roles != frozenset(ROLES):
         raise SettingsError(
             "bus.kind = memory keeps the topics inside one process, so it needs every role "

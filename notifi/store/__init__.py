@@ -19,6 +19,7 @@ from notifi import lifecycle
 from notifi.model import DeliveryJob, DeliveryStatus, NewNotification
 from notifi.store.deadlocks import retry_deadlocks
 from notifi.store.delivering import DeliveryStore
+from notifi.store.held import HeldConnection
 from notifi.store.migrate import ensure_database, migrate
 from notifi.store.recording import Finished
 from notifi.store.references import Written, listed_columns, refers, write_deliveries
@@ -122,7 +123,20 @@ class Store(DeliveryStore):
         )
         return cls(pool)
 
+    def __init__(self, pool: asyncpg.Pool | HeldConnection) -> None:
+        super().__init__(pool)
+        self._holders: list[HeldConnection] = []
+
+    def holding(self) -> Store:
+        """This store on one connection of its pool, held across calls (notifi.store.held): for
+        one actor that makes one call after another. The connection goes back at `close`."""
+        held = HeldConnection(self.pool)
+        self._holders.append(held)
+        return Store(held)
+
     async def close(self) -> None:
+        for held in self._holders:  # the pool's close waits for every connection taken
+            await held.release()
         await self.pool.close()
 
     async def ping(self) -> bool:

@@ -13,6 +13,7 @@ from notifi.batching import Coalescer
 from notifi.model import DeliveryJob, DestinationState, NotificationState
 from notifi.store import recording
 from notifi.store.deadlocks import retry_deadlocks
+from notifi.store.held import HeldConnection
 from notifi.store.recording import Finished
 from notifi.store.sql import query
 
@@ -26,7 +27,7 @@ def _keys(keys: Sequence[Key]) -> tuple[list[UUID], list[int]]:
 class DeliveryStore:
     """The delivery role's half of `notifi.store.Store` (its base)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool | HeldConnection) -> None:
         self.pool = pool
         # Workers waking for many jobs due at one instant ask together: one query per turn.
         self.state_of = Coalescer(self._states)

@@ -148,6 +148,17 @@ def test_check_passes_the_defaults() -> None:
     check(load(FILE, env={}), plan())
 
 
+def test_check_refuses_a_pool_that_the_held_connections_would_empty() -> None:
+    # --roles all with one router holds 4 (notifi.store.held) and keeps 2 spare: 6 at least.
+    check(load(FILE, env={"NOTIFI_POSTGRES__POOL_MAX": "6"}), plan())
+    with pytest.raises(SettingsError, match=r"postgres\.pool_max = 5 .* at least 6"):
+        check(load(FILE, env={"NOTIFI_POSTGRES__POOL_MAX": "5"}), plan())
+    kafka = {"NOTIFI_BUS__KIND": "kafka", "NOTIFI_POSTGRES__POOL_MAX": "3"}
+    check(load(FILE, env=kafka), plan("poller"))  # holds none
+    with pytest.raises(SettingsError, match=r"at least 4"):
+        check(load(FILE, env=kafka), plan("delivery"))  # the consumer's and the recorder's
+
+
 @pytest.mark.parametrize("roles", [("api",), ("router", "poller", "delivery")])
 def test_check_refuses_the_memory_bus_with_a_subset_of_roles(roles: tuple[str, ...]) -> None:
     with pytest.raises(SettingsError, match=r"bus\.kind = memory .*\(--roles all\)"):

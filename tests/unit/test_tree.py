@@ -28,7 +28,7 @@ def _process(roles: set[str], env: dict[str, str]) -> SimpleNamespace:
     return SimpleNamespace(
         settings=settings,
         plan=plan,
-        store=SimpleNamespace(pool=None),
+        store=SimpleNamespace(pool=None, holding=lambda: SimpleNamespace(pool=None)),
         bus=MemoryBus(),
         topics=topic_names(settings.kafka.topic_prefix),
         api_http=None,
