@@ -26,10 +26,6 @@ class HeldConnection:
         self._pool = pool
         self._con: Any = None  # the pool's connection proxy while held
 
-    @property
-    def held(self) -> bool:
-        return self._con is not None
-
     async def fetch(self, query: str, *args: Any, **kwargs: Any) -> list[asyncpg.Record]:
         async with self.acquire() as con:
             return await con.fetch(query, *args, **kwargs)
