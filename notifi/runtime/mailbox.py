@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -66,16 +66,7 @@ class Mailbox(Generic[T]):
         while len(self._items) >= self.maxsize:
             putter = asyncio.get_running_loop().create_future()
             self._putters.append(putter)
-            try:
-                await putter
-            except BaseException:
-                if putter.done() and not putter.cancelled():
-                    self._wake_putters(1)  # woken, then cancelled: the room is another's
-                else:
-                    putter.cancel()
-                    with contextlib.suppress(ValueError):
-                        self._putters.remove(putter)
-                raise
+            await _in_line(self._putters, putter, putter, self._wake_putters)
         self._items.append(Letter(item))
         self._wake_takers(1)
 
@@ -137,15 +128,7 @@ class Mailbox(Generic[T]):
         self._takers.append(taker)
         timer = None if timeout_s is None else loop.call_later(timeout_s, self._expire, taker)
         try:
-            await taker.woken
-        except BaseException:
-            if taker.woken.done() and not taker.woken.cancelled():
-                self._wake_takers(1)  # woken, then cancelled: pass the turn on
-            else:
-                taker.woken.cancel()
-                with contextlib.suppress(ValueError):
-                    self._takers.remove(taker)
-            raise
+            await _in_line(self._takers, taker, taker.woken, self._wake_takers)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -208,6 +191,23 @@ class Mailbox(Generic[T]):
         if self._items:
             self._wake_takers(1)  # more left: pass the turn on
         return letters
+
+
+async def _in_line(
+    line: deque[Any], entry: Any, woken: asyncio.Future[None], wake_next: Callable[[int], None]
+) -> None:
+    """Waits in `line` until `woken` is set. Cancelled after it was woken, the wake goes to the
+    next in line (`wake_next`); cancelled before, `entry` leaves the line."""
+    try:
+        await woken
+    except BaseException:
+        if woken.done() and not woken.cancelled():
+            wake_next(1)
+        else:
+            woken.cancel()
+            with contextlib.suppress(ValueError):
+                line.remove(entry)
+        raise
 
 
 def _first_item(letters: list[Letter[T]]) -> T:
