@@ -54,8 +54,9 @@ async def submit(mailbox: Mailbox[Submission], notification: NewNotification) ->
 
 class AcceptWriter(Actor):
     """Writes what the handlers submit in batches, answers them after the commit, then
-    publishes `notification.accepted`. What the bus does not take is held in `unpublished` for
-    the republisher."""
+    publishes `notification.accepted` while the next batch forms and is written (one publish at
+    a time, in order). What the bus does not take is held in `unpublished` for the
+    republisher."""
 
     def __init__(
         self,
@@ -80,11 +81,19 @@ class AcceptWriter(Actor):
         # No waiting here: a request is answered 503 at once; these only keep the log quiet.
         self._postgres = Outage("postgres", self.name, POSTGRES_AWAY)
         self._bus_outage = Outage("bus", self.name, BUS_AWAY)
+        # The last batch's publish, on its way while the next batch lingers and is written: at
+        # most one at a time, so the events keep their order and a slow bus slows the writer.
+        self._publishing: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
-        while True:  # until stopped with an empty mailbox: a drain answers every request
-            async with self.receive_batch(self._batch, self._linger_s, self._linger_batch) as batch:
-                await self._write(batch)
+        try:
+            while True:  # until stopped with an empty mailbox: a drain answers every request
+                async with self.receive_batch(
+                    self._batch, self._linger_s, self._linger_batch
+                ) as batch:
+                    await self._write(batch)
+        finally:
+            await self._published()  # the last publish lands (or is held) before the end
 
     async def _write(self, batch: list[Submission]) -> None:
         try:
@@ -131,9 +140,19 @@ class AcceptWriter(Actor):
         ]
         if not created:
             return
+        await self._published()  # the previous batch's first: one publish at a time
         if self._unpublished:  # the bus was away just now: keep the order, not wait
             self._unpublished.hold(created)
             return
+        self._publishing = asyncio.create_task(self._publish(created))
+
+    async def _published(self) -> None:
+        """Returns once the last batch's publish has landed or its events are held."""
+        publishing, self._publishing = self._publishing, None
+        if publishing is not None:
+            await publishing
+
+    async def _publish(self, created: list[Event]) -> None:
         try:
             async with asyncio.timeout(PUBLISH_WAIT_S):
                 await self._bus.publish(self._topic, created)

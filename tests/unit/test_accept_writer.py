@@ -255,6 +255,58 @@ async def test_a_publish_that_hangs_is_handed_over_and_accepting_goes_on(
     assert held_ids(unpublished) == [str(first.id), str(second.id)]
 
 
+class GatedBus(FakeBus):
+    """A bus whose publishes wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = 0  # publishes held at the gate
+
+    async def publish(self, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
+        self.waiting += 1
+        await self.gate.wait()
+        await super().publish(topic, messages)
+
+
+async def test_the_next_batch_is_written_and_answered_while_a_publish_is_on_its_way(
+    inbox: Mailbox[Submission], unpublished: Unpublished, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(actors.api, "PUBLISH_WAIT_S", 30.0)  # slow, not failed
+    store, bus = FakeStore(), GatedBus()
+    first, second, third = new_notification(), new_notification(), new_notification()
+    async with running(make_writer(inbox, store, bus, unpublished)):
+        await asyncio.wait_for(submit(inbox, first), 5)
+        await eventually(lambda: bus.waiting == 1)
+        # Not behind the publish: written and answered while it waits at the gate.
+        assert await asyncio.wait_for(submit(inbox, second), 1) == Accepted(
+            AcceptOutcome.CREATED, second.id
+        )
+        assert second.id in store.notifications
+        assert bus.waiting == 1  # one publish at a time: the second's waits for the first's
+        third_answer = asyncio.create_task(submit(inbox, third))
+        bus.gate.set()
+        await asyncio.wait_for(third_answer, 5)
+    assert accepted_ids(bus) == [str(first.id), str(second.id), str(third.id)]
+    assert len(unpublished) == 0
+
+
+async def test_a_stop_waits_for_the_publish_on_its_way(
+    inbox: Mailbox[Submission], unpublished: Unpublished
+) -> None:
+    store, bus = FakeStore(), GatedBus()
+    n = new_notification()
+    writer = make_writer(inbox, store, bus, unpublished)
+    async with running(writer) as task:
+        await asyncio.wait_for(submit(inbox, n), 5)
+        await eventually(lambda: bus.waiting == 1)
+        writer.request_stop()
+        await asyncio.sleep(0.05)
+        assert not task.done()  # its mailbox is empty, but a publish is on its way
+        bus.gate.set()
+    assert accepted_ids(bus) == [str(n.id)]
+
+
 async def test_while_events_are_held_new_ones_join_them_in_order(
     inbox: Mailbox[Submission], bus: FakeBus, unpublished: Unpublished
 ) -> None:
