@@ -30,6 +30,7 @@ from pathlib import Path
 import aiohttp
 import uvloop
 
+from bench import overrides
 from bench.bench_phases import FULL, QUICK, Phases, Results
 from bench.bench_system import SHARED_PG, System
 from bench.bench_wrk import find_wrk
@@ -91,7 +92,7 @@ async def start_receiver() -> tuple[subprocess.Popen, str]:
 
 
 async def run_mode(mode: str, args: argparse.Namespace, receiver: str, wrk: str | None) -> Results:
-    system = System(mode, SHARED_PG, dict(item.split("=", 1) for item in args.env))
+    system = System(mode, SHARED_PG, dict(args.env))
     sizes = QUICK if args.quick else FULL
     phases = Phases(system, "", receiver, sizes)
     try:
@@ -237,7 +238,7 @@ async def main(args: argparse.Namespace) -> int:
         f" {s.steady_s:.0f} s; {s.spread_n:,} spread over {s.spread_s:.0f} s; {s.instant_n:,}"
         f" due at one instant; {s.closed_n:,} closed loop from {s.closed_clients} clients;"
         f" wrk -t2 -c64 for {s.wrk_s:.0f} s; target {args.target}"
-        + (f"; overrides {' '.join(args.env)}" if args.env else "")
+        + (f"; overrides {' '.join(f'{k}={v}' for k, v in args.env)}" if args.env else "")
     )
     print(table(results, s.steady_rate, header, sizes))
     for mode, r in results.items():
@@ -262,9 +263,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="inline webhook (default), the same signed, or a topic of one stored destination",
     )
     parser.add_argument("--profile", help="py-spy raw profile of embedded's steady phase to here")
-    parser.add_argument(
-        "--env", action="append", default=[], help="NOTIFI_X__Y=value for every role (repeat)"
-    )
+    overrides.add_argument(parser)
     parser.add_argument("--commit", help="run a snapshot of this commit, not the working tree")
     return parser.parse_args(argv)
 

@@ -46,6 +46,7 @@ from pathlib import Path
 import asyncpg
 import redis
 
+from bench import overrides
 from bench.chaos_cluster import ROOT, Cluster, takes_instance_id
 from bench.chaos_load import ChaosReceiver, Load
 from bench.chaos_report import Fault, Summary, broken_promises, summarize
@@ -445,9 +446,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--scenario", action="append", choices=list(SCENARIOS), help="run only these (repeat)"
     )
     parser.add_argument("--rate", type=float, help="POSTs per second (default 120)")
-    parser.add_argument(
-        "--env", action="append", default=[], help="NOTIFI_X__Y=value for every role (repeat)"
-    )
+    overrides.add_argument(parser)
     parser.add_argument("--commit", help="run a snapshot of this commit, not the working tree")
     parser.add_argument("--json", type=Path, help="where to write the results (default: "
                         "bench/results/chaos-<date>.json)")  # fmt: skip
@@ -459,7 +458,7 @@ async def main(argv: list[str]) -> int:
     timing = QUICK if args.quick else FULL
     if args.rate:
         timing = replace(timing, rate_per_s=args.rate)
-    extra_env = dict(item.split("=", 1) for item in args.env)
+    extra_env = dict(args.env)
     names = args.scenario or list(SCENARIOS)
     started = datetime.now(UTC)
     info = machine()

@@ -1,13 +1,15 @@
 """The bench's own arithmetic: /proc CPU accounting, wrk's report, py-spy summaries, the table,
-and what a snapshot run (`--commit`) passes on."""
+what a snapshot run (`--commit`) passes on, and the settings `--env` takes."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 
 import pytest
 
+from bench import overrides
 from bench.__main__ import table
 from bench.bench_cpu import TICKS_PER_S, CpuWindow, read_stat
 from bench.bench_phases import Results, pct
@@ -133,3 +135,43 @@ def test_a_chaos_snapshot_writes_its_results_into_this_checkout() -> None:
     assert argv[4].startswith(str(ROOT / "bench" / "results" / "chaos-"))
     assert argv[4].endswith("-quick.json")
     assert with_results_path(["--json=x.json"]) == ["--json=x.json"]
+
+
+@pytest.mark.parametrize(
+    "item, expected",
+    [
+        ("NOTIFI_API__ACCEPT_LINGER_MS=8", ("NOTIFI_API__ACCEPT_LINGER_MS", "8")),
+        (
+            'NOTIFI_DELIVERY__ALLOWED_NETWORKS=["127.0.0.0/8"]',
+            ("NOTIFI_DELIVERY__ALLOWED_NETWORKS", '["127.0.0.0/8"]'),
+        ),
+        ("NOTIFI_KAFKA__TOPIC_PREFIX=a=b", ("NOTIFI_KAFKA__TOPIC_PREFIX", "a=b")),
+        ("NOTIFI_LOG__LEVEL=", ("NOTIFI_LOG__LEVEL", "")),
+    ],
+)
+def test_a_setting_override_is_read_as_name_and_value(item: str, expected: tuple[str, str]) -> None:
+    assert overrides.setting(item) == expected
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "NOTIFI_API__ACCEPT_LINGER_MS",
+        "API__ACCEPT_LINGER_MS=8",
+        "NOTIFI_API=8",
+        "notifi_api__x=1",
+        "=8",
+    ],
+)
+def test_a_malformed_setting_override_is_refused_on_the_command_line(
+    item: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser(prog="bench")
+    overrides.add_argument(parser)
+    assert parser.parse_args(["--env", "NOTIFI_LOG__LEVEL=debug"]).env == [
+        ("NOTIFI_LOG__LEVEL", "debug")
+    ]
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["--env", item])
+    assert exited.value.code == 2
+    assert "expected NOTIFI_<SECTION>__<KEY>=value" in capsys.readouterr().err
