@@ -93,7 +93,7 @@ class AcceptWriter(Actor):
                 ) as batch:
                     await self._write(batch)
         finally:
-            await self._published()  # the last publish lands (or is held) before the end
+            await self._await_publish()  # the last publish lands (or is held) before the end
 
     async def _write(self, batch: list[Submission]) -> None:
         try:
@@ -140,13 +140,15 @@ class AcceptWriter(Actor):
         ]
         if not created:
             return
-        await self._published()  # the previous batch's first: one publish at a time
+        # The previous batch's publish first, with nothing awaited between it and the check
+        # below: one publish at a time, and none overtakes what a failed one left held.
+        await self._await_publish()
         if self._unpublished:  # the bus was away just now: keep the order, not wait
             self._unpublished.hold(created)
             return
-        self._publishing = asyncio.create_task(self._publish(created))
+        self._publishing = asyncio.create_task(self._publish(created), name=f"{self.name}-publish")
 
-    async def _published(self) -> None:
+    async def _await_publish(self) -> None:
         """Returns once the last batch's publish has landed or its events are held."""
         publishing, self._publishing = self._publishing, None
         if publishing is not None:
@@ -160,6 +162,11 @@ class AcceptWriter(Actor):
             # Committed already: published again by the republisher, or by the back-stop.
             self._bus_outage.failed(exc)
             log.debug("accepted_publish_failed", error=str(exc), count=len(created))
+            self._unpublished.hold(created)
+        except Exception:
+            # Not an outage we know: said now, and held like one. Raised later, it would crash
+            # the writer on a batch already answered.
+            log.exception("accepted_publish_crashed", actor=self.name, count=len(created))
             self._unpublished.hold(created)
         else:
             self._bus_outage.recovered()

@@ -82,6 +82,8 @@ def main() -> int:
     parser.add_argument("--publish-ms", type=float, default=5.0)
     parser.add_argument("--linger-ms", type=float, default=5.0)
     args = parser.parse_args()
+    if args.rate * args.seconds < 100:
+        parser.error("--rate times --seconds: at least 100 submissions, for a p99")
     logs.configure(level="warning")
     latencies = sorted(asyncio.run(measure(args)))
     p99 = latencies[int(len(latencies) * 0.99) - 1]

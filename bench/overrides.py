@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import re
 
-# What notifi.settings reads from the environment: NOTIFI_<SECTION>__<KEY>.
-_NAME = re.compile(r"NOTIFI_[A-Z0-9_]+__[A-Z0-9_]+")
+# What notifi.settings reads from the environment: NOTIFI_<SECTION>__<KEY>, any case, deeper
+# keys for tables (a named destination's name may hold a hyphen: NOTIFI_DESTINATIONS__OPS-ONCALL).
+_NAME = re.compile(r"NOTIFI_[A-Za-z0-9_-]+(?:__[A-Za-z0-9_-]+)+")
 
 
 def setting(item: str) -> tuple[str, str]:

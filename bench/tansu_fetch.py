@@ -39,8 +39,7 @@ async def consume(consumer: AIOKafkaConsumer, counts: list[int]) -> None:
 
 async def run(seconds: int, wait_ms: int, with_consumer: bool) -> None:
     broker = TansuBroker().start()
-    assert broker._proc is not None
-    pid = broker._proc.pid
+    pid = broker.pid
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
     read = [0]
     reader: asyncio.Task[None] | None = None
@@ -48,15 +47,15 @@ async def run(seconds: int, wait_ms: int, with_consumer: bool) -> None:
     try:
         await producer.start()
         await producer.send_and_wait("probe", RECORD)  # the topic exists before the consumer
-        consumer = AIOKafkaConsumer(
-            "probe",
-            bootstrap_servers=broker.bootstrap,
-            group_id="probe",
-            fetch_max_wait_ms=wait_ms,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
         if with_consumer:
+            consumer = AIOKafkaConsumer(
+                "probe",
+                bootstrap_servers=broker.bootstrap,
+                group_id="probe",
+                fetch_max_wait_ms=wait_ms,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
             await consumer.start()
             reader = asyncio.create_task(consume(consumer, read))
         sent, last_cpu, last_at = 1, cpu_s(pid), time.monotonic()

@@ -72,6 +72,11 @@ class TansuBroker:
         self.stop()
         raise TimeoutError(f"tansu did not listen on {self.bootstrap} in {timeout_s}s")
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "not started"
+        return self._proc.pid
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             os.killpg(self._proc.pid, signal.SIGKILL)

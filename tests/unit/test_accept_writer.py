@@ -14,6 +14,7 @@ import pytest
 import actors.api
 from actors.api import AcceptStore, AcceptWriter, Republisher, Submission, Unpublished, submit
 from notifi import events, metrics
+from notifi.bus import BusError
 from notifi.errors import InvalidRequest, Unavailable
 from notifi.model import NewNotification
 from notifi.outage import Backoff
@@ -210,6 +211,7 @@ async def test_a_failed_publish_is_survived_and_the_answer_stands(
     async with running(make_writer(inbox, store, bus, unpublished)) as task:
         result = await asyncio.wait_for(submit(inbox, lost), 5)
         assert result == Accepted(AcceptOutcome.CREATED, lost.id)  # committed: routed later
+        await eventually(lambda: len(unpublished) == 1)  # its publish runs after the answer
         bus.come_back()
         await asyncio.wait_for(submit(inbox, later), 5)
         assert not task.done()
@@ -278,8 +280,8 @@ async def test_the_next_batch_is_written_and_answered_while_a_publish_is_on_its_
     async with running(make_writer(inbox, store, bus, unpublished)):
         await asyncio.wait_for(submit(inbox, first), 5)
         await eventually(lambda: bus.waiting == 1)
-        # Not behind the publish: written and answered while it waits at the gate.
-        assert await asyncio.wait_for(submit(inbox, second), 1) == Accepted(
+        # Not behind the publish (30 s): written and answered while it waits at the gate.
+        assert await asyncio.wait_for(submit(inbox, second), 5) == Accepted(
             AcceptOutcome.CREATED, second.id
         )
         assert second.id in store.notifications
@@ -291,9 +293,48 @@ async def test_the_next_batch_is_written_and_answered_while_a_publish_is_on_its_
     assert len(unpublished) == 0
 
 
-async def test_a_stop_waits_for_the_publish_on_its_way(
+async def test_events_written_while_a_publish_fails_are_held_behind_it(
+    inbox: Mailbox[Submission], unpublished: Unpublished, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(actors.api, "PUBLISH_WAIT_S", 30.0)
+    store, bus = FakeStore(), GatedBus()
+    first, second = new_notification(), new_notification()
+    async with running(make_writer(inbox, store, bus, unpublished)):
+        await asyncio.wait_for(submit(inbox, first), 5)
+        await eventually(lambda: bus.waiting == 1)
+        await asyncio.wait_for(submit(inbox, second), 5)  # written while the first publishes
+        bus.fail_next(BusError("broker away (fake)"))
+        bus.gate.set()
+    # The second is not published ahead of the first, which failed: both wait, in order.
+    assert accepted_ids(bus) == []
+    assert held_ids(unpublished) == [str(first.id), str(second.id)]
+
+
+class BrokenBus(FakeBus):
+    """A publish that fails in a way no outage explains (a bug in a client, say)."""
+
+    async def publish(self, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
+        raise RuntimeError("unexpected (fake)")
+
+
+async def test_a_publish_that_crashes_is_held_and_the_writer_goes_on(
     inbox: Mailbox[Submission], unpublished: Unpublished
 ) -> None:
+    store = FakeStore()
+    first, second = new_notification(), new_notification()
+    async with running(make_writer(inbox, store, BrokenBus(), unpublished)) as task:
+        await asyncio.wait_for(submit(inbox, first), 5)
+        await eventually(lambda: len(unpublished) == 1)  # held at once, not at the next batch
+        await asyncio.wait_for(submit(inbox, second), 5)
+        assert not task.done()
+    assert inbox.qsize() == 0  # nothing answered went back to the mailbox
+    assert held_ids(unpublished) == [str(first.id), str(second.id)]
+
+
+async def test_a_stop_waits_for_the_publish_on_its_way(
+    inbox: Mailbox[Submission], unpublished: Unpublished, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(actors.api, "PUBLISH_WAIT_S", 30.0)  # slow, not failed
     store, bus = FakeStore(), GatedBus()
     n = new_notification()
     writer = make_writer(inbox, store, bus, unpublished)

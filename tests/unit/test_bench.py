@@ -147,6 +147,8 @@ def test_a_chaos_snapshot_writes_its_results_into_this_checkout() -> None:
         ),
         ("NOTIFI_KAFKA__TOPIC_PREFIX=a=b", ("NOTIFI_KAFKA__TOPIC_PREFIX", "a=b")),
         ("NOTIFI_LOG__LEVEL=", ("NOTIFI_LOG__LEVEL", "")),
+        ("NOTIFI_api__port=9", ("NOTIFI_api__port", "9")),
+        ("NOTIFI_DESTINATIONS__OPS-ONCALL={}", ("NOTIFI_DESTINATIONS__OPS-ONCALL", "{}")),
     ],
 )
 def test_a_setting_override_is_read_as_name_and_value(item: str, expected: tuple[str, str]) -> None:
