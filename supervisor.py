@@ -196,10 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_SETTINGS
     logs.configure(settings.log.format, settings.log.level)
     tune_gc()
-    # uvloop: the same CPU per webhook at a steady 1,000/s, and more requests a second once the
-    # process is busy (embedded, interleaved, 2026-12-07: wrk 4,609 / 4,361 -> 5,152 / 5,120
-    # POSTs/s). A timer may fire up to a millisecond early: every wait for a due time checks the
-    # wall clock again after it (never early).
+    # uvloop: the same CPU per webhook at a steady 1,000/s, and more single POSTs a second once
+    # the process is busy (embedded, eight interleaved pairs on 2026-12-07: faster in seven, +3
+    # to +19 %; README, Benchmark). A timer may fire up to a millisecond early: every wait for a
+    # due time checks the wall clock again after it (never early).
     if args.command == "migrate":
         return uvloop.run(run_migrations(settings))
     return uvloop.run(serve(settings, plan))
