@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 from collections.abc import Sequence
 
 from actors.api import AcceptWriter, Submission, Unpublished, submit
+from bench.bench_phases import pct
 from notifi import logs
 from notifi.model import NewNotification
 from notifi.runtime import Mailbox
@@ -85,12 +85,11 @@ def main() -> int:
     if args.rate * args.seconds < 100:
         parser.error("--rate times --seconds: at least 100 submissions, for a p99")
     logs.configure(level="warning")
-    latencies = sorted(asyncio.run(measure(args)))
-    p99 = latencies[int(len(latencies) * 0.99) - 1]
+    latencies = asyncio.run(measure(args))
     print(
         f"write {args.write_ms:g} ms, publish {args.publish_ms:g} ms, linger {args.linger_ms:g}"
-        f" ms, {args.rate:,.0f}/s: answer p50 {statistics.median(latencies) * 1000:.1f} ms,"
-        f" p99 {p99 * 1000:.1f} ms, {len(latencies):,} answered"
+        f" ms, {args.rate:,.0f}/s: answer p50 {pct(latencies, 0.5) * 1000:.1f} ms,"
+        f" p99 {pct(latencies, 0.99) * 1000:.1f} ms, {len(latencies):,} answered"
     )
     return 0
 

@@ -6,20 +6,22 @@ from __future__ import annotations
 from ipaddress import ip_address
 from types import SimpleNamespace
 
+import pytest
+
 from actors.http import HttpServer
 from actors.sweeper import Sweeper
 from actors.tree import children
 from notifi.api.app import CONTEXT
 from notifi.bus import MemoryBus, topic_names
-from notifi.plan import Plan
+from notifi.plan import ROLES, Plan, held_connections
 from tests.conftest import load_settings
 
 
-def _process(roles: set[str], env: dict[str, str]) -> SimpleNamespace:
+def _process(roles: set[str], env: dict[str, str], routers: int = 1) -> SimpleNamespace:
     settings = load_settings(env)
     plan = Plan(
         roles=frozenset(roles),
-        router_consumers=1,
+        router_consumers=routers,
         delivery_workers=1,
         pollers=2,
         partitions=(0, 1023),
@@ -77,3 +79,20 @@ def test_the_poller_role_runs_one_sweeper_over_its_whole_range() -> None:
     sweeper = next(spec for spec in specs if spec.id == "sweeper").factory()
     assert isinstance(sweeper, Sweeper)
     assert (sweeper.lo, sweeper.hi, sweeper._interval_s) == (0, 1023, 9)
+
+
+@pytest.mark.parametrize(
+    "roles, routers",
+    [(set(ROLES), 1), ({"api"}, 1), ({"router"}, 3), ({"delivery"}, 1), ({"poller"}, 1)],
+)
+def test_the_tree_holds_as_many_connections_as_the_settings_check_counts(
+    roles: set[str], routers: int
+) -> None:
+    """`notifi.plan.held_connections` sizes the pool check; the tree is what holds them."""
+    kind = "memory" if roles == set(ROLES) else "kafka"
+    process = _process(roles, {"NOTIFI_BUS__KIND": kind}, routers)
+    process.claims, process.http = SimpleNamespace(), None  # the delivery role's, unused here
+    held: list[SimpleNamespace] = []
+    process.store.holding = lambda: held.append(SimpleNamespace(pool=None)) or held[-1]
+    children(process, _ready)
+    assert len(held) == held_connections(process.plan)
