@@ -32,13 +32,14 @@ import uvloop
 
 from bench import overrides
 from bench.bench_phases import FULL, QUICK, Phases, Results
-from bench.bench_system import SHARED_PG, System
+from bench.bench_system import SHARED_PG, ArqSystem, System
 from bench.bench_wrk import find_wrk
 from bench.load import target_fields
 from bench.snapshot import git, run_snapshot, snapshot_of
 from tests.support.process import ROOT
 
-SYSTEM_GROUPS = ("notifi", "postgres backends", "postgres shared", "redis")
+SYSTEM_GROUPS = ("notifi", "arq", "postgres backends", "postgres shared", "redis")
+MODES = ("embedded", "split", "arq")
 # The signing secret of `--target signed` and `topic` (a stored webhook always has one), so the
 # two compare like for like.
 BENCH_SECRET = "whsec_" + "QmVuY2ggc2VjcmV0IGZvciBzaWduaW5nIQ=="
@@ -92,7 +93,7 @@ async def start_receiver() -> tuple[subprocess.Popen, str]:
 
 
 async def run_mode(mode: str, args: argparse.Namespace, receiver: str, wrk: str | None) -> Results:
-    system = System(mode, SHARED_PG, dict(args.env))
+    system = ArqSystem() if mode == "arq" else System(mode, SHARED_PG, dict(args.env))
     sizes = QUICK if args.quick else FULL
     phases = Phases(system, "", receiver, sizes)
     try:
@@ -142,7 +143,7 @@ def rows(results: dict[str, Results], sizes_rate: float) -> list[tuple[str, dict
 
     rate = f"{sizes_rate:,.0f}/s"
     row(
-        f"steady {rate}: CPU ms per delivered webhook (Notifi + Postgres + Redis)",
+        f"steady {rate}: CPU ms per delivered webhook (service + Postgres + Redis)",
         lambda r: per_hook(r, list(SYSTEM_GROUPS)),
         "<= 0.4",
     )
@@ -249,10 +250,23 @@ async def main(args: argparse.Namespace) -> int:
     return 1 if broken else 0
 
 
+def modes(text: str) -> str:
+    """`--modes`: known names, each once (argparse turns the error into exit 2)."""
+    names = text.split(",")
+    if not names or any(n not in MODES for n in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more of {', '.join(MODES)}")
+    return text
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller workloads, under 2 minutes")
-    parser.add_argument("--modes", default="embedded,split", help="embedded, split, or both")
+    parser.add_argument(
+        "--modes",
+        type=modes,
+        default="embedded,split",
+        help="comma-separated: embedded, split, arq (the peer of bench.arq_peer)",
+    )
     parser.add_argument(
         "--phases", default="steady,spread,instant,closed,wrk", help="which workloads to run"
     )
@@ -270,6 +284,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def entry() -> int:
     args = parse_args(sys.argv[1:])
+    if "arq" in args.modes.split(",") and (args.target != "inline" or args.env or args.profile):
+        print("--modes arq: the peer takes the inline target only, no --env, no --profile")
+        return 2
     if args.commit:
         return run_snapshot("bench", args.commit, sys.argv[1:])
     return uvloop.run(main(args))

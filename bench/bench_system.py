@@ -5,17 +5,23 @@ the process groups whose CPU counts as the system's."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
 
 from bench.bench_cpu import descendants, parent_pid, pids_with_args
 from bench.chaos_cluster import Cluster
-from tests.support.process import NotifiProcess, free_port
+from tests.support.process import ROOT, NotifiProcess, free_port
 from tests.support.services import PrivateRedis
 from tests.support.tansu import BINARY as TANSU
 from tests.support.tansu import TansuBroker, kafka_env
@@ -126,3 +132,88 @@ class System:
                 await self._admin.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
                 await self._admin.close()
         return codes
+
+
+# The arq peer's virtualenv, beside Notifi's (bench.arq_peer says why it has its own).
+ARQ_VENV = Path(sys.prefix).parent / ".venv-arq"
+ARQ_REQUIREMENTS = ROOT / "bench" / "arq_peer.txt"
+
+
+def arq_python() -> Path:
+    """The peer's interpreter, its virtualenv made or brought up to date first."""
+    python, stamp = ARQ_VENV / "bin" / "python", ARQ_VENV / ".installed"
+    if stamp.exists() and stamp.read_bytes() == ARQ_REQUIREMENTS.read_bytes():
+        return python
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(ARQ_VENV)], check=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet", "-r", str(ARQ_REQUIREMENTS)]
+    subprocess.run(pip, check=True)
+    stamp.write_bytes(ARQ_REQUIREMENTS.read_bytes())
+    return python
+
+
+class ArqSystem:
+    """The arq peer (bench.arq_peer) as the system under test: its api and worker processes
+    and a private Redis, with the interface of `System`."""
+
+    mode = "arq"
+
+    def __init__(self) -> None:
+        self.redis = PrivateRedis()
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.api = ""
+
+    def _spawn(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(  # its log goes nowhere: the bench's table is what counts
+            [str(arq_python()), "-m", "bench.arq_peer", *args, "--redis", self.redis.url],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    async def start(self) -> None:
+        self.redis.start()
+        port = free_port()
+        self.procs["arq worker"] = self._spawn("worker")
+        self.procs["arq api"] = self._spawn("api", "--port", str(port))
+        self.api = f"http://127.0.0.1:{port}"
+        client = aioredis.from_url(self.redis.url)
+        try:
+            async with aiohttp.ClientSession() as http:
+                for _ in range(300):
+                    if any(p.poll() is not None for p in self.procs.values()):
+                        raise RuntimeError("the arq peer exited while starting")
+                    # The worker writes its health-check key at its first poll.
+                    if await client.exists("arq:queue:health-check"):
+                        with contextlib.suppress(aiohttp.ClientError):
+                            async with http.get(f"{self.api}/readyz") as r:
+                                if r.status == 200:
+                                    return
+                    await asyncio.sleep(0.1)
+        finally:
+            await client.aclose()
+        raise RuntimeError("the arq peer was not ready in 30 s")
+
+    async def groups(self) -> dict[str, list[int]]:
+        out = {name: descendants(p.pid) for name, p in self.procs.items()}
+        out["redis"] = pids_with_args("redis-server", f":{self.redis.port}")
+        return out
+
+    def pid(self) -> int:
+        raise RuntimeError("--profile profiles Notifi's embedded process only")
+
+    async def stop(self) -> list[int]:
+        codes = []
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                codes.append(await asyncio.to_thread(p.wait, 30))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                codes.append(await asyncio.to_thread(p.wait))
+        self.redis.close()
+        # SIGTERM is how both stop: arq's worker exits 0, aiohttp's app with -15.
+        return [0 if c in (0, -signal.SIGTERM) else c for c in codes]

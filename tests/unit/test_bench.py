@@ -91,7 +91,7 @@ def test_table_shows_every_mode_and_broken_promises() -> None:
     text = table({"embedded": r, "split": Results()}, 1000.0, "machine", "sizes")
     header = text.splitlines()[3]
     assert "embedded" in header and "split" in header and "target" in header
-    line = next(x for x in text.splitlines() if "(Notifi + Postgres + Redis)" in x)
+    line = next(x for x in text.splitlines() if "(service + Postgres + Redis)" in x)
     assert "0.550" in line  # (4 + 1 + 0.5) s over 10,000 webhooks, broker left out
     assert "0.750" in next(x for x in text.splitlines() if "plus the broker" in x)
     assert "2 (spread 2)" in next(x for x in text.splitlines() if x.startswith("lost"))

@@ -1,0 +1,168 @@
+"""The arq peer of `make bench ARGS="--modes embedded,arq"`: issue 11 compares Notifi with "arq
+(tuned, Redis only)"; this is that peer, driven by the same load generators against the same
+receiver in the same run, its CPU read from /proc the same way.
+
+Two processes on uvloop, in a virtualenv of their own (`.venv-arq`, from bench/arq_peer.txt;
+arq 0.28 needs redis-py below 6, Notifi pins 8):
+
+* `api` (aiohttp): `POST /api/notifications` enqueues one arq job per webhook and answers 202;
+  `POST /api/notifications/bulk` does so for each item, deferred to its `scheduled_at`.
+* `worker`: an arq worker whose job POSTs the notification to its webhook over one keep-alive
+  aiohttp session; a 5xx, 408, 429 or connection error is tried again (arq's `Retry`).
+
+Tuned as a user would tune it for latency: the worker polls Redis every 10 ms (arq's default is
+500 ms), runs 256 jobs at once (default 10) and keeps no results (default an hour). It does
+less than Notifi: nothing goes to Postgres (a Redis without persistence holds the only copy),
+nothing guards against a second send, nothing is signed, nothing is kept per destination.
+
+    .venv-arq/bin/python -m bench.arq_peer api --port 8090 --redis redis://127.0.0.1:6379/0
+    .venv-arq/bin/python -m bench.arq_peer worker --redis redis://127.0.0.1:6379/0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+POLL_DELAY_S = 0.01
+MAX_JOBS = 256
+JSON = {"Content-Type": "application/json"}
+
+
+class BadItem(ValueError):
+    """A request the peer does not take (it knows inline webhooks only)."""
+
+
+def jobs_of(item: Any) -> tuple[list[str], bytes, datetime | None]:
+    """The webhook URLs, the payload they get and the time the jobs are due (None: now)."""
+    if not isinstance(item, dict) or not isinstance(item.get("body"), str):
+        raise BadItem("body must be a string")
+    destinations = item.get("destinations")
+    if not isinstance(destinations, list) or not destinations:
+        raise BadItem("destinations must be a non-empty list")
+    urls = []
+    for d in destinations:
+        if not isinstance(d, dict) or d.get("type") != "webhook" or "secret" in d:
+            raise BadItem("the peer takes unsigned inline webhooks only")
+        if not isinstance(d.get("url"), str):
+            raise BadItem("a webhook needs a url")
+        urls.append(d["url"])
+    when = item.get("scheduled_at")
+    try:
+        due = datetime.fromisoformat(when) if isinstance(when, str) else None
+    except ValueError:
+        raise BadItem("scheduled_at must be an ISO 8601 date-time") from None
+    if due is not None and due.tzinfo is None:
+        raise BadItem("scheduled_at needs an offset")
+    payload = orjson.dumps({k: item.get(k) for k in ("title", "body", "data")})
+    return urls, payload, due
+
+
+def serve_api(port: int, redis_url: str) -> None:
+    import uvloop
+    from aiohttp import web
+    from arq import create_pool
+    from arq.connections import RedisSettings
+
+    async def enqueue(pool: Any, item: Any) -> dict[str, Any]:
+        try:
+            urls, payload, due = jobs_of(item)
+        except BadItem as exc:
+            return {"status": 422, "detail": str(exc)}
+        jobs = [await pool.enqueue_job("deliver", url, payload, _defer_until=due) for url in urls]
+        return {"status": 202, "id": jobs[0].job_id}
+
+    async def create(request: web.Request) -> web.Response:
+        try:
+            item = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            item = None
+        answer = await enqueue(request.app["pool"], item)
+        return web.Response(
+            body=orjson.dumps(answer), status=answer["status"], content_type="application/json"
+        )
+
+    async def bulk(request: web.Request) -> web.Response:
+        try:
+            items = orjson.loads(await request.read())["notifications"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return web.Response(status=422, text="notifications must be a list")
+        pool = request.app["pool"]
+        answers = await asyncio.gather(*(enqueue(pool, item) for item in items))
+        return web.Response(body=orjson.dumps({"items": answers}), content_type="application/json")
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def main() -> None:
+        app = web.Application()
+        app["pool"] = await create_pool(RedisSettings.from_dsn(redis_url))
+        app.router.add_post("/api/notifications", create)
+        app.router.add_post("/api/notifications/bulk", bulk)
+        app.router.add_get("/readyz", ready)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+def run_worker(redis_url: str) -> None:
+    import aiohttp
+    import uvloop
+    from arq import Retry, Worker
+    from arq.connections import RedisSettings
+    from arq.worker import func
+
+    async def deliver(ctx: dict[str, Any], url: str, payload: bytes) -> None:
+        try:
+            async with ctx["http"].post(url, data=payload, headers=JSON) as r:
+                await r.read()
+                failed = r.status >= 500 or r.status in (408, 429)
+        except (aiohttp.ClientError, TimeoutError):
+            failed = True
+        if failed:
+            raise Retry(defer=ctx["job_try"])
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["http"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        await ctx["http"].close()
+
+    uvloop.install()
+    Worker(
+        functions=[func(deliver, name="deliver")],
+        redis_settings=RedisSettings.from_dsn(redis_url),
+        max_jobs=MAX_JOBS,
+        poll_delay=POLL_DELAY_S,
+        keep_result=0,
+        job_timeout=30,
+        max_tries=5,
+        log_results=False,
+        on_startup=startup,
+        on_shutdown=shutdown,
+    ).run()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("role", choices=("api", "worker"))
+    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--redis", required=True)
+    args = parser.parse_args(argv)
+    if args.role == "api":
+        serve_api(args.port, args.redis)
+    else:
+        run_worker(args.redis)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,58 @@
+"""The arq peer of `make bench --modes arq` (bench.arq_peer): what it takes from a request, and
+the modes the bench accepts. The peer's processes need its own virtualenv; `make bench` runs
+them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from bench.__main__ import parse_args
+from bench.arq_peer import BadItem, jobs_of
+
+HOOK = {"type": "webhook", "url": "http://127.0.0.1:9/hook"}
+
+
+def test_a_notification_becomes_one_job_per_webhook_with_what_the_receiver_reads() -> None:
+    urls, payload, due = jobs_of({"body": "steady:1", "destinations": [HOOK, HOOK]})
+    assert urls == [HOOK["url"], HOOK["url"]]
+    assert orjson.loads(payload) == {"title": None, "body": "steady:1", "data": None}
+    assert due is None
+
+
+def test_a_scheduled_notification_is_deferred_to_its_time() -> None:
+    when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    item = {"body": "x", "destinations": [HOOK], "scheduled_at": when.isoformat()}
+    assert jobs_of(item)[2] == when
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        None,
+        [],
+        {"destinations": [HOOK]},
+        {"body": 1, "destinations": [HOOK]},
+        {"body": "x"},
+        {"body": "x", "destinations": []},
+        {"body": "x", "destinations": [{"type": "email", "to": "a@example.com"}]},
+        {"body": "x", "destinations": [{**HOOK, "secret": "whsec_x"}]},
+        {"body": "x", "destinations": [{"type": "webhook"}]},
+        {"body": "x", "destinations": [HOOK], "scheduled_at": "soon"},
+        {"body": "x", "destinations": [HOOK], "scheduled_at": "2030-01-02T03:04:05"},
+    ],
+)
+def test_what_the_peer_cannot_deliver_is_refused(item: object) -> None:
+    with pytest.raises(BadItem):
+        jobs_of(item)
+
+
+def test_the_bench_takes_known_modes_once_each(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_args(["--modes", "embedded,arq"]).modes == "embedded,arq"
+    for bad in ("celery", "embedded,embedded", "embedded,", ""):
+        with pytest.raises(SystemExit) as exited:
+            parse_args(["--modes", bad])
+        assert exited.value.code == 2
+    assert "give one or more of embedded, split, arq" in capsys.readouterr().err
