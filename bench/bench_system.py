@@ -175,7 +175,8 @@ class ArqSystem:
     async def start(self) -> None:
         self.redis.start()
         port = free_port()
-        self.procs["arq worker"] = self._spawn("worker")
+        for i in range(int(os.environ.get("ARQ_PEER_WORKERS", "1"))):
+            self.procs[f"arq worker {i}"] = self._spawn("worker")
         self.procs["arq api"] = self._spawn("api", "--port", str(port))
         self.api = f"http://127.0.0.1:{port}"
         client = aioredis.from_url(self.redis.url)
