@@ -93,7 +93,10 @@ async def start_receiver() -> tuple[subprocess.Popen, str]:
 
 
 async def run_mode(mode: str, args: argparse.Namespace, receiver: str, wrk: str | None) -> Results:
-    system = ArqSystem() if mode == "arq" else System(mode, SHARED_PG, dict(args.env))
+    if mode == "arq":
+        system: System | ArqSystem = ArqSystem()
+    else:
+        system = System(mode, SHARED_PG, dict(args.env), args.kafka)
     sizes = QUICK if args.quick else FULL
     phases = Phases(system, "", receiver, sizes)
     try:
@@ -147,7 +150,7 @@ def rows(results: dict[str, Results], sizes_rate: float) -> list[tuple[str, dict
         lambda r: per_hook(r, list(SYSTEM_GROUPS)),
         "<= 0.4",
     )
-    row("  the same, plus the broker", lambda r: per_hook(r, [*SYSTEM_GROUPS, "tansu"]))
+    row("  the same, plus the broker", lambda r: per_hook(r, [*SYSTEM_GROUPS, "tansu", "kafka"]))
     groups = sorted({k for r in results.values() for k in r.cpu_s})
     for g in groups:
         row(f"  CPU ms per webhook: {g}", lambda r, g=g: per_hook(r, [g]) if g in r.cpu_s else "")
@@ -258,6 +261,15 @@ def modes(text: str) -> str:
     return text
 
 
+def bootstrap(text: str) -> str:
+    """`--kafka`: bootstrap servers, host:port, comma-separated."""
+    for server in text.split(","):
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise argparse.ArgumentTypeError(f"{server!r}: expected host:port")
+    return text
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller workloads, under 2 minutes")
@@ -278,6 +290,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--profile", help="py-spy raw profile of embedded's steady phase to here")
     overrides.add_argument(parser)
+    parser.add_argument(
+        "--kafka",
+        type=bootstrap,
+        help="split runs over this Kafka (host:port[,host:port]), not a private tansu",
+    )
     parser.add_argument("--commit", help="run a snapshot of this commit, not the working tree")
     return parser.parse_args(argv)
 
@@ -286,6 +303,9 @@ def entry() -> int:
     args = parse_args(sys.argv[1:])
     if "arq" in args.modes.split(",") and (args.target != "inline" or args.env or args.profile):
         print("--modes arq: the peer takes the inline target only, no --env, no --profile")
+        return 2
+    if args.kafka and "split" not in args.modes.split(","):
+        print("--kafka: only split runs over a broker; add split to --modes")
         return 2
     if args.commit:
         return run_snapshot("bench", args.commit, sys.argv[1:])

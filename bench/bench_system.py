@@ -36,9 +36,13 @@ PG_SHARED = ("walwriter", "checkpointer", "background writer", "autovacuum launc
 class System:
     """Start, the API's URL, and the groups of pids to charge CPU to."""
 
-    def __init__(self, mode: str, pg: str, settings: dict[str, str]) -> None:
-        self.mode, self.pg = mode, pg
+    def __init__(
+        self, mode: str, pg: str, settings: dict[str, str], kafka: str | None = None
+    ) -> None:
+        """`kafka`: split runs over this broker (bootstrap servers) instead of a private tansu."""
+        self.mode, self.pg, self.kafka = mode, pg, kafka
         self.db = f"notifi_bench_{uuid.uuid4().hex[:8]}"
+        self.topics = f"b{uuid.uuid4().hex[:8]}"  # this run's topic prefix
         self.redis = PrivateRedis()
         self.broker: TansuBroker | None = None
         self.settings = settings
@@ -54,7 +58,15 @@ class System:
             "NOTIFI_LOG__LEVEL": "warning",
         }
         if self.broker is not None:
-            env |= kafka_env(self.broker.bootstrap, f"b{uuid.uuid4().hex[:8]}")
+            env |= kafka_env(self.broker.bootstrap, self.topics)
+        elif self.mode == "split" and self.kafka is not None:
+            # A real Kafka: its defaults are right (idempotent producer, fetch waits, group
+            # timeouts); only where and under which names.
+            env |= {
+                "NOTIFI_BUS__KIND": "kafka",
+                "NOTIFI_KAFKA__BOOTSTRAP_SERVERS": self.kafka,
+                "NOTIFI_KAFKA__TOPIC_PREFIX": self.topics,
+            }
         return env | self.settings  # what the caller asked for wins
 
     async def start(self) -> None:
@@ -68,7 +80,8 @@ class System:
             self.api = f"http://127.0.0.1:{port}"
             await self.embedded.wait_ready(90)
         else:
-            self.broker = TansuBroker().start()
+            if self.kafka is None:
+                self.broker = TansuBroker().start()
             log_dir = Path(tempfile.mkdtemp(prefix="notifi-bench-"))
             self.cluster = Cluster(self.env(), log_dir)
             await self.cluster.start(90)
@@ -101,6 +114,9 @@ class System:
         out["redis"] = pids_with_args("redis-server", f":{self.redis.port}")
         if self.broker is not None:
             out["tansu broker"] = pids_with_args(str(TANSU), f":{self.broker.port}")
+        elif self.mode == "split" and self.kafka is not None:
+            # Counted when it runs on this machine (Kafka's JVM names its main class).
+            out["kafka broker"] = pids_with_args("kafka.Kafka")
         return out
 
     def pid(self) -> int:

@@ -1,6 +1,6 @@
-"""The arq peer of `make bench --modes arq` (bench.arq_peer): what it takes from a request, and
-the modes the bench accepts. The peer's processes need its own virtualenv; `make bench` runs
-them."""
+"""The bench's systems: what the arq peer of `--modes arq` (bench.arq_peer) takes from a
+request, the modes the bench accepts, and split over an outside Kafka (`--kafka`). The peer's
+processes need its own virtualenv; `make bench` runs them."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from bench.__main__ import parse_args
 from bench.arq_peer import BadItem, jobs_of
+from bench.bench_system import System
 
 HOOK = {"type": "webhook", "url": "http://127.0.0.1:9/hook"}
 
@@ -56,3 +57,24 @@ def test_the_bench_takes_known_modes_once_each(capsys: pytest.CaptureFixture[str
             parse_args(["--modes", bad])
         assert exited.value.code == 2
     assert "give one or more of embedded, split, arq" in capsys.readouterr().err
+
+
+def test_split_over_an_outside_kafka_keeps_kafkas_defaults() -> None:
+    system = System("split", "postgresql://x", {}, kafka="kafka-1:9092,kafka-2:9092")
+    env = system.env()
+    assert env["NOTIFI_BUS__KIND"] == "kafka"
+    assert env["NOTIFI_KAFKA__BOOTSTRAP_SERVERS"] == "kafka-1:9092,kafka-2:9092"
+    assert env["NOTIFI_KAFKA__TOPIC_PREFIX"] == system.env()["NOTIFI_KAFKA__TOPIC_PREFIX"]
+    assert not any(
+        k.startswith("NOTIFI_KAFKA__") for k in env if "SERVERS" not in k and "PREFIX" not in k
+    )
+    embedded = System("embedded", "postgresql://x", {}, kafka="kafka-1:9092").env()
+    assert "NOTIFI_BUS__KIND" not in embedded  # embedded is the in-process bus, always
+
+
+@pytest.mark.parametrize("bad", ["kafka", "kafka:", ":9092", "kafka:0", "kafka:x", "a:1,b"])
+def test_a_malformed_kafka_address_is_refused(bad: str) -> None:
+    assert parse_args(["--kafka", "h:9092,[::1]:9093"]).kafka == "h:9092,[::1]:9093"
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--kafka", bad])
+    assert exited.value.code == 2
