@@ -178,15 +178,21 @@ class ArqSystem:
         self.redis = PrivateRedis()
         self.procs: dict[str, subprocess.Popen] = {}
         self.api = ""
+        self.log = Path(tempfile.mkdtemp(prefix="notifi-bench-arq-")) / "peer.log"
 
     def _spawn(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen(  # its log goes nowhere: the bench's table is what counts
-            [str(arq_python()), "-m", "bench.arq_peer", *args, "--redis", self.redis.url],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with self.log.open("ab") as log:  # both processes', kept for a failure's report
+            return subprocess.Popen(
+                [str(arq_python()), "-m", "bench.arq_peer", *args, "--redis", self.redis.url],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def _failed(self, what: str) -> RuntimeError:
+        tail = self.log.read_text(errors="replace")[-3000:]
+        return RuntimeError(f"the arq peer {what} (its log, {self.log}):\n{tail}")
 
     async def start(self) -> None:
         self.redis.start()
@@ -200,7 +206,7 @@ class ArqSystem:
             async with aiohttp.ClientSession() as http:
                 for _ in range(300):
                     if any(p.poll() is not None for p in self.procs.values()):
-                        raise RuntimeError("the arq peer exited while starting")
+                        raise self._failed("exited while starting")
                     # The worker writes its health-check key at its first poll.
                     if await client.exists("arq:queue:health-check"):
                         with contextlib.suppress(aiohttp.ClientError):
@@ -210,7 +216,7 @@ class ArqSystem:
                     await asyncio.sleep(0.1)
         finally:
             await client.aclose()
-        raise RuntimeError("the arq peer was not ready in 30 s")
+        raise self._failed("was not ready in 30 s")
 
     async def groups(self) -> dict[str, list[int]]:
         out = {name: descendants(p.pid) for name, p in self.procs.items()}
