@@ -87,6 +87,10 @@ def lower_is_better(measure: str) -> bool:
     return MEASURES.get(measure, True)  # the per-process CPU rows too
 
 
+def _spread(values: list[float]) -> str:
+    return f"{statistics.fmean(values):,.3f} ({min(values):,.3g}-{max(values):,.3g})"
+
+
 def summary(before: Side, after: Side) -> str:
     """Per measure: each side's mean and range, and the pairs the after side won."""
     names = [m for m in {**before.runs[0], **after.runs[0]} if before.values(m) and after.values(m)]
@@ -94,11 +98,7 @@ def summary(before: Side, after: Side) -> str:
     for m in names:
         b, a = before.values(m), after.values(m)
         won = sum((x < y) if lower_is_better(m) else (x > y) for x, y in zip(a, b, strict=False))
-
-        def side(v: list[float]) -> str:
-            return f"{statistics.fmean(v):,.3f} ({min(v):,.3g}-{max(v):,.3g})"
-
-        lines.append(f"{m:<28} {side(b):>26} {side(a):>26}  {won} of {min(len(a), len(b))}")
+        lines.append(f"{m:<28} {_spread(b):>26} {_spread(a):>26}  {won} of {min(len(a), len(b))}")
     return "\n".join(lines)
 
 
@@ -112,12 +112,16 @@ def run_bench(commit: str | None, bench_args: Sequence[str]) -> tuple[str, dict[
     return done.stdout, figures(done.stdout)
 
 
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(this command's arguments, the bench's: those after `--`)."""
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
+
+
 def main(argv: list[str]) -> int:
-    ours, _, bench_args = (
-        (argv[: argv.index("--")], "--", argv[argv.index("--") + 1 :])
-        if ("--" in argv)
-        else (argv, "", [])
-    )
+    ours, bench_args = split_argv(argv)
     parser = argparse.ArgumentParser(
         prog="python -m bench.pairs", description=__doc__.split("\n")[0]
     )
