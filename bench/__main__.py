@@ -231,7 +231,7 @@ async def main(args: argparse.Namespace) -> int:
     proc, receiver = await start_receiver()
     results: dict[str, Results] = {}
     try:
-        for mode in args.modes.split(","):
+        for mode in args.modes:
             results[mode] = await run_mode(mode, args, receiver, wrk)
     finally:
         proc.kill()
@@ -253,12 +253,12 @@ async def main(args: argparse.Namespace) -> int:
     return 1 if broken else 0
 
 
-def modes(text: str) -> str:
+def modes(text: str) -> list[str]:
     """`--modes`: known names, each once (argparse turns the error into exit 2)."""
     names = text.split(",")
-    if not names or any(n not in MODES for n in names) or len(set(names)) != len(names):
+    if any(n not in MODES for n in names) or len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"{text!r}: give one or more of {', '.join(MODES)}")
-    return text
+    return names
 
 
 def bootstrap(text: str) -> str:
@@ -296,17 +296,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="split runs over this Kafka (host:port[,host:port]), not a private tansu",
     )
     parser.add_argument("--commit", help="run a snapshot of this commit, not the working tree")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if "arq" in args.modes and (args.target != "inline" or args.env or args.profile):
+        parser.error("--modes arq: the peer takes the inline target only, no --env, no --profile")
+    if args.kafka and "split" not in args.modes:
+        parser.error("--kafka: only split runs over a broker; add split to --modes")
+    return args
 
 
 def entry() -> int:
     args = parse_args(sys.argv[1:])
-    if "arq" in args.modes.split(",") and (args.target != "inline" or args.env or args.profile):
-        print("--modes arq: the peer takes the inline target only, no --env, no --profile")
-        return 2
-    if args.kafka and "split" not in args.modes.split(","):
-        print("--kafka: only split runs over a broker; add split to --modes")
-        return 2
     if args.commit:
         return run_snapshot("bench", args.commit, sys.argv[1:])
     return uvloop.run(main(args))

@@ -180,10 +180,10 @@ class ArqSystem:
         self.api = ""
         self.log = Path(tempfile.mkdtemp(prefix="notifi-bench-arq-")) / "peer.log"
 
-    def _spawn(self, *args: str) -> subprocess.Popen:
+    def _spawn(self, python: Path, *args: str) -> subprocess.Popen:
         with self.log.open("ab") as log:  # both processes', kept for a failure's report
             return subprocess.Popen(
-                [str(arq_python()), "-m", "bench.arq_peer", *args, "--redis", self.redis.url],
+                [str(python), "-m", "bench.arq_peer", *args, "--redis", self.redis.url],
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -195,11 +195,12 @@ class ArqSystem:
         return RuntimeError(f"the arq peer {what} (its log, {self.log}):\n{tail}")
 
     async def start(self) -> None:
+        python = arq_python()
         self.redis.start()
         port = free_port()
         for i in range(int(os.environ.get("ARQ_PEER_WORKERS", "1"))):
-            self.procs[f"arq worker {i}"] = self._spawn("worker")
-        self.procs["arq api"] = self._spawn("api", "--port", str(port))
+            self.procs[f"arq worker {i}"] = self._spawn(python, "worker")
+        self.procs["arq api"] = self._spawn(python, "api", "--port", str(port))
         self.api = f"http://127.0.0.1:{port}"
         client = aioredis.from_url(self.redis.url)
         try:

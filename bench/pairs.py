@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from bench.__main__ import parse_args
 from tests.support.process import ROOT
 
 # The bench table's rows read here (the label's start, as every snapshot since 2026-12-06
@@ -96,9 +97,13 @@ def summary(before: Side, after: Side) -> str:
     names = [m for m in {**before.runs[0], **after.runs[0]} if before.values(m) and after.values(m)]
     lines = [f"{'measure':<28} {before.name:>26} {after.name:>26}  after better in"]
     for m in names:
+        # A pair counts where both of its runs took the measure.
+        pairs = [
+            (a[m], b[m]) for b, a in zip(before.runs, after.runs, strict=True) if m in a and m in b
+        ]
+        won = sum((x < y) if lower_is_better(m) else (x > y) for x, y in pairs)
         b, a = before.values(m), after.values(m)
-        won = sum((x < y) if lower_is_better(m) else (x > y) for x, y in zip(a, b, strict=False))
-        lines.append(f"{m:<28} {_spread(b):>26} {_spread(a):>26}  {won} of {min(len(a), len(b))}")
+        lines.append(f"{m:<28} {_spread(b):>26} {_spread(a):>26}  {won} of {len(pairs)}")
     return "\n".join(lines)
 
 
@@ -129,9 +134,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--after", help="a commit (default: the working tree)")
     parser.add_argument("--pairs", type=int, default=4, choices=range(1, 21), metavar="1-20")
     args = parser.parse_args(ours)
-    modes = bench_args[bench_args.index("--modes") + 1] if "--modes" in bench_args else ""
-    if "," in modes or not modes:
-        parser.error("give the bench one mode after --: -- --modes embedded (or split, arq)")
+    bench = parse_args(bench_args)  # the bench's own parser: its mistakes show before any run
+    if len(bench.modes) != 1 or bench.commit:
+        parser.error("give the bench one mode and no --commit after --: -- --modes embedded")
     before = Side(f"before {args.before}")
     after = Side(f"after {args.after or 'working tree'}")
     for i in range(args.pairs):

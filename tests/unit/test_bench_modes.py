@@ -51,7 +51,8 @@ def test_what_the_peer_cannot_deliver_is_refused(item: object) -> None:
 
 
 def test_the_bench_takes_known_modes_once_each(capsys: pytest.CaptureFixture[str]) -> None:
-    assert parse_args(["--modes", "embedded,arq"]).modes == "embedded,arq"
+    assert parse_args(["--modes", "embedded,arq"]).modes == ["embedded", "arq"]
+    assert parse_args([]).modes == ["embedded", "split"]
     for bad in ("celery", "embedded,embedded", "embedded,", ""):
         with pytest.raises(SystemExit) as exited:
             parse_args(["--modes", bad])
@@ -78,3 +79,21 @@ def test_a_malformed_kafka_address_is_refused(bad: str) -> None:
     with pytest.raises(SystemExit) as exited:
         parse_args(["--kafka", bad])
     assert exited.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--modes", "arq", "--target", "signed"], "the peer takes the inline target only"),
+        (["--modes", "embedded,arq", "--env", "NOTIFI_LOG__LEVEL=info"], "no --env"),
+        (["--modes", "arq", "--profile", "p.txt"], "no --profile"),
+        (["--modes", "embedded", "--kafka", "k:9092"], "add split to --modes"),
+    ],
+)
+def test_what_a_mode_cannot_take_is_refused(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 2
+    assert says in capsys.readouterr().err
