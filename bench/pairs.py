@@ -88,8 +88,13 @@ def lower_is_better(measure: str) -> bool:
     return MEASURES.get(measure, True)  # the per-process CPU rows too
 
 
+def _figure(value: float, digits: str = ".3g") -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else format(value, digits)
+
+
 def _spread(values: list[float]) -> str:
-    return f"{statistics.fmean(values):,.3f} ({min(values):,.3g}-{max(values):,.3g})"
+    low, high = _figure(min(values)), _figure(max(values))
+    return f"{_figure(statistics.fmean(values), '.3f')} ({low}-{high})"
 
 
 def summary(before: Side, after: Side) -> str:
