@@ -9,13 +9,21 @@ into every request as it is.
   omission).
 * `closed_loop`: `clients` connections each sending the next request when the last answered.
 * `bulk_scheduled`: posts notifications with given `scheduled_at`s through the bulk endpoint.
+
+Each runs with Python's cycle collector off (`_run`): a generator that stops to collect is
+itself the limit. In a steady 30 s run at 1,000/s its full collections, over the tasks and
+answers it keeps, took 45, 63, 113 and 118 ms (2026-12-07, 14:53 UTC); the requests meant for
+those moments went out late, and counted as late accepts and arrivals.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -41,6 +49,21 @@ def _body(marker: str, fields: str, scheduled_at: str | None = None) -> bytes:
 
 
 HEADERS = {"Content-Type": "application/json"}
+T = TypeVar("T")
+
+
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    """`main` on uvloop with the cycle collector off: what start-up made is frozen first (never
+    scanned again), and what the run leaves is collected once after it."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        return uvloop.run(main)
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        gc.collect()
 
 
 async def _post(http: aiohttp.ClientSession, url: str, data: bytes) -> int:
@@ -125,14 +148,14 @@ async def _bulk_scheduled(
 
 
 def open_loop(api: str, fields: str, phase: str, rate: float, count: int) -> list[Sent]:
-    return uvloop.run(_open_loop(api, fields, phase, rate, count))
+    return _run(_open_loop(api, fields, phase, rate, count))
 
 
 def closed_loop(
     api: str, fields: str, phase: str, first: int, count: int, clients: int
 ) -> list[Sent]:
-    return uvloop.run(_closed_loop(api, fields, phase, first, count, clients))
+    return _run(_closed_loop(api, fields, phase, first, count, clients))
 
 
 def bulk_scheduled(api: str, fields: str, phase: str, due: list[str]) -> list[Sent]:
-    return uvloop.run(_bulk_scheduled(api, fields, phase, due))
+    return _run(_bulk_scheduled(api, fields, phase, due))

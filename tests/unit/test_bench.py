@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 
 import pytest
 
-from bench import overrides
+from bench import load, overrides
 from bench.__main__ import table
 from bench.bench_cpu import TICKS_PER_S, CpuWindow, read_stat
 from bench.bench_phases import Results, pct
@@ -76,6 +77,19 @@ def test_profile_summary_shares() -> None:
     assert "4 samples" in text
     assert "75.0 %  f (pkg/b.py)" in text
     assert "100.0 %  main (a.py)" in text
+
+
+def test_a_load_generator_runs_without_collector_pauses() -> None:
+    """The generator's phase runs with the cycle collector off (its full collections paused it
+    for up to 118 ms in a steady run), and the process gets it back afterwards."""
+
+    async def during() -> tuple[bool, int]:
+        return gc.isenabled(), gc.get_freeze_count()
+
+    assert gc.isenabled()
+    enabled, frozen = load._run(during())
+    assert (enabled, frozen > 0) == (False, True)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
 def test_percentiles() -> None:
