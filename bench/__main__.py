@@ -32,14 +32,15 @@ import uvloop
 
 from bench import overrides
 from bench.bench_phases import FULL, QUICK, Phases, Results
-from bench.bench_system import SHARED_PG, ArqSystem, System
+from bench.bench_system import SHARED_PG, ArqSystem, CelerySystem, PeerSystem, System
 from bench.bench_wrk import find_wrk
 from bench.load import target_fields
 from bench.snapshot import git, run_snapshot, snapshot_of
 from tests.support.process import ROOT
 
-SYSTEM_GROUPS = ("notifi", "arq", "postgres backends", "postgres shared", "redis")
-MODES = ("embedded", "split", "arq")
+SYSTEM_GROUPS = ("notifi", "arq", "celery", "postgres backends", "postgres shared", "redis")
+MODES = ("embedded", "split", "arq", "celery")
+PEERS = {"arq": ArqSystem, "celery": CelerySystem}  # issue 11's peers (bench.arq_peer, celery_peer)
 # The signing secret of `--target signed` and `topic` (a stored webhook always has one), so the
 # two compare like for like.
 BENCH_SECRET = "whsec_" + "QmVuY2ggc2VjcmV0IGZvciBzaWduaW5nIQ=="
@@ -93,8 +94,8 @@ async def start_receiver() -> tuple[subprocess.Popen, str]:
 
 
 async def run_mode(mode: str, args: argparse.Namespace, receiver: str, wrk: str | None) -> Results:
-    if mode == "arq":
-        system: System | ArqSystem = ArqSystem()
+    if mode in PEERS:
+        system: System | PeerSystem = PEERS[mode]()
     else:
         system = System(mode, SHARED_PG, dict(args.env), args.kafka)
     sizes = QUICK if args.quick else FULL
@@ -277,7 +278,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--modes",
         type=modes,
         default="embedded,split",
-        help="comma-separated: embedded, split, arq (the peer of bench.arq_peer)",
+        help="comma-separated: embedded, split, arq, celery (bench.arq_peer, bench.celery_peer)",
     )
     parser.add_argument(
         "--phases", default="steady,spread,instant,closed,wrk", help="which workloads to run"
@@ -297,8 +298,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--commit", help="run a snapshot of this commit, not the working tree")
     args = parser.parse_args(argv)
-    if "arq" in args.modes and (args.target != "inline" or args.env or args.profile):
-        parser.error("--modes arq: the peer takes the inline target only, no --env, no --profile")
+    for peer in PEERS:
+        if peer in args.modes and (args.target != "inline" or args.env or args.profile):
+            parser.error(
+                f"--modes {peer}: the peer takes the inline target only, no --env, no --profile"
+            )
     if args.kafka and "split" not in args.modes:
         parser.error("--kafka: only split runs over a broker; add split to --modes")
     return args

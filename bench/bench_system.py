@@ -150,41 +150,54 @@ class System:
         return codes
 
 
-# The arq peer's virtualenv, beside Notifi's (bench.arq_peer says why it has its own).
-ARQ_VENV = Path(sys.prefix).parent / ".venv-arq"
-ARQ_REQUIREMENTS = ROOT / "bench" / "arq_peer.txt"
-
-
-def arq_python() -> Path:
-    """The peer's interpreter, its virtualenv made or brought up to date first."""
-    python, stamp = ARQ_VENV / "bin" / "python", ARQ_VENV / ".installed"
-    if stamp.exists() and stamp.read_bytes() == ARQ_REQUIREMENTS.read_bytes():
+def peer_python(name: str) -> Path:
+    """The interpreter of a bench peer (`arq`, `celery`): its own virtualenv beside Notifi's,
+    `.venv-<name>`, made from bench/<name>_peer.txt or brought up to date first (each peer's
+    module says why it has its own)."""
+    venv, requirements = (
+        Path(sys.prefix).parent / f".venv-{name}",
+        ROOT / "bench" / f"{name}_peer.txt",
+    )
+    python, stamp = venv / "bin" / "python", venv / ".installed"
+    if stamp.exists() and stamp.read_bytes() == requirements.read_bytes():
         return python
     if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(ARQ_VENV)], check=True)
-    pip = [str(python), "-m", "pip", "install", "--quiet", "-r", str(ARQ_REQUIREMENTS)]
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)]
     subprocess.run(pip, check=True)
-    stamp.write_bytes(ARQ_REQUIREMENTS.read_bytes())
+    stamp.write_bytes(requirements.read_bytes())
     return python
 
 
-class ArqSystem:
-    """The arq peer (bench.arq_peer) as the system under test: its api and worker processes
-    and a private Redis, with the interface of `System`."""
+class PeerSystem:
+    """A bench peer (bench.arq_peer, bench.celery_peer) as the system under test: its api and
+    worker processes and a private Redis, with the interface of `System`."""
 
-    mode = "arq"
+    mode = ""
 
     def __init__(self) -> None:
         self.redis = PrivateRedis()
         self.procs: dict[str, subprocess.Popen] = {}
         self.api = ""
-        self.log = Path(tempfile.mkdtemp(prefix="notifi-bench-arq-")) / "peer.log"
+        self.log = Path(tempfile.mkdtemp(prefix=f"notifi-bench-{self.mode}-")) / "peer.log"
 
-    def _spawn(self, python: Path, *args: str) -> subprocess.Popen:
-        with self.log.open("ab") as log:  # both processes', kept for a failure's report
+    def commands(self, python: Path, port: int) -> dict[str, list[str]]:
+        """The peer's processes by name (their CPU groups), workers first."""
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    async def worker_ready(self, client: aioredis.Redis) -> bool:
+        """Whether the workers are up (the api's /readyz is asked besides)."""
+        return True
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen:
+        with self.log.open("ab") as log:  # every process's, kept for a failure's report
             return subprocess.Popen(
-                [str(python), "-m", "bench.arq_peer", *args, "--redis", self.redis.url],
+                argv,
                 cwd=ROOT,
+                env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -192,15 +205,14 @@ class ArqSystem:
 
     def _failed(self, what: str) -> RuntimeError:
         tail = self.log.read_text(errors="replace")[-3000:]
-        return RuntimeError(f"the arq peer {what} (its log, {self.log}):\n{tail}")
+        return RuntimeError(f"the {self.mode} peer {what} (its log, {self.log}):\n{tail}")
 
     async def start(self) -> None:
-        python = arq_python()
+        python = peer_python(self.mode)
         self.redis.start()
         port = free_port()
-        for i in range(int(os.environ.get("ARQ_PEER_WORKERS", "1"))):
-            self.procs[f"arq worker {i}"] = self._spawn(python, "worker")
-        self.procs["arq api"] = self._spawn(python, "api", "--port", str(port))
+        for name, argv in self.commands(python, port).items():
+            self.procs[name] = self._spawn(argv)
         self.api = f"http://127.0.0.1:{port}"
         client = aioredis.from_url(self.redis.url)
         try:
@@ -208,8 +220,7 @@ class ArqSystem:
                 for _ in range(300):
                     if any(p.poll() is not None for p in self.procs.values()):
                         raise self._failed("exited while starting")
-                    # The worker writes its health-check key at its first poll.
-                    if await client.exists("arq:queue:health-check"):
+                    if await self.worker_ready(client):
                         with contextlib.suppress(aiohttp.ClientError):
                             async with http.get(f"{self.api}/readyz") as r:
                                 if r.status == 200:
@@ -239,5 +250,44 @@ class ArqSystem:
                 os.killpg(p.pid, signal.SIGKILL)
                 codes.append(await asyncio.to_thread(p.wait))
         self.redis.close()
-        # SIGTERM is how both stop: arq's worker exits 0, aiohttp's app with -15.
+        # SIGTERM is how they stop: arq's and Celery's workers exit 0, aiohttp's app with -15.
         return [0 if c in (0, -signal.SIGTERM) else c for c in codes]
+
+
+class ArqSystem(PeerSystem):
+    """bench.arq_peer: `ARQ_PEER_WORKERS` worker processes (1) and the api."""
+
+    mode = "arq"
+
+    def commands(self, python: Path, port: int) -> dict[str, list[str]]:
+        peer = [str(python), "-m", "bench.arq_peer"]
+        redis = ["--redis", self.redis.url]
+        workers = int(os.environ.get("ARQ_PEER_WORKERS", "1"))
+        out = {f"arq worker {i}": [*peer, "worker", *redis] for i in range(workers)}
+        out["arq api"] = [*peer, "api", "--port", str(port), *redis]
+        return out
+
+    async def worker_ready(self, client: aioredis.Redis) -> bool:
+        # The worker writes its health-check key at its first poll.
+        return bool(await client.exists("arq:queue:health-check"))
+
+
+class CelerySystem(PeerSystem):
+    """bench.celery_peer: a prefork worker (`CELERY_PEER_CONCURRENCY` children, 8) and the api,
+    which answers /readyz once a worker answers a ping."""
+
+    mode = "celery"
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "CELERY_PEER_REDIS": self.redis.url}
+
+    def commands(self, python: Path, port: int) -> dict[str, list[str]]:
+        concurrency = os.environ.get("CELERY_PEER_CONCURRENCY", "8")
+        worker = [
+            str(python), "-m", "celery", "-A", "bench.celery_peer", "worker",
+            "--pool", "prefork", "--concurrency", concurrency, "-O", "fair",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "--loglevel", "WARNING",
+        ]  # fmt: skip
+        api = [str(python), "-m", "bench.celery_peer", "api", "--port", str(port)]
+        return {"celery worker": worker, "celery api": api}

@@ -1,17 +1,19 @@
-"""The bench's systems: what the arq peer of `--modes arq` (bench.arq_peer) takes from a
-request, the modes the bench accepts, and split over an outside Kafka (`--kafka`). The peer's
-processes need its own virtualenv; `make bench` runs them."""
+"""The bench's systems: what the peers of `--modes arq` and `--modes celery` (bench.arq_peer,
+bench.celery_peer) take from a request and how the Celery one starts, the modes the bench
+accepts, and split over an outside Kafka (`--kafka`). The peers' processes need virtualenvs of
+their own; `make bench` runs them."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
 
 from bench.__main__ import parse_args
-from bench.arq_peer import BadItem, jobs_of
-from bench.bench_system import System
+from bench.bench_system import CelerySystem, System
+from bench.peers import BadItem, jobs_of
 
 HOOK = {"type": "webhook", "url": "http://127.0.0.1:9/hook"}
 
@@ -52,12 +54,13 @@ def test_what_the_peer_cannot_deliver_is_refused(item: object) -> None:
 
 def test_the_bench_takes_known_modes_once_each(capsys: pytest.CaptureFixture[str]) -> None:
     assert parse_args(["--modes", "embedded,arq"]).modes == ["embedded", "arq"]
+    assert parse_args(["--modes", "celery,embedded"]).modes == ["celery", "embedded"]
     assert parse_args([]).modes == ["embedded", "split"]
-    for bad in ("celery", "embedded,embedded", "embedded,", ""):
+    for bad in ("rq", "embedded,embedded", "embedded,", ""):
         with pytest.raises(SystemExit) as exited:
             parse_args(["--modes", bad])
         assert exited.value.code == 2
-    assert "give one or more of embedded, split, arq" in capsys.readouterr().err
+    assert "give one or more of embedded, split, arq, celery" in capsys.readouterr().err
 
 
 def test_split_over_an_outside_kafka_keeps_kafkas_defaults() -> None:
@@ -87,6 +90,8 @@ def test_a_malformed_kafka_address_is_refused(bad: str) -> None:
         (["--modes", "arq", "--target", "signed"], "the peer takes the inline target only"),
         (["--modes", "embedded,arq", "--env", "NOTIFI_LOG__LEVEL=info"], "no --env"),
         (["--modes", "arq", "--profile", "p.txt"], "no --profile"),
+        (["--modes", "embedded,celery", "--target", "topic"], "--modes celery: the peer takes"),
+        (["--modes", "celery", "--env", "NOTIFI_LOG__LEVEL=info"], "no --env"),
         (["--modes", "embedded", "--kafka", "k:9092"], "add split to --modes"),
     ],
 )
@@ -97,3 +102,18 @@ def test_what_a_mode_cannot_take_is_refused(
         parse_args(argv)
     assert exited.value.code == 2
     assert says in capsys.readouterr().err
+
+
+def test_the_celery_peer_runs_a_prefork_worker_on_its_private_redis(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CELERY_PEER_CONCURRENCY", "3")
+    system = CelerySystem()
+    commands = system.commands(Path("/venv/bin/python"), 8091)
+    assert list(commands) == ["celery worker", "celery api"]  # CPU groups: "celery ..."
+    worker = commands["celery worker"]
+    assert worker[:6] == ["/venv/bin/python", "-m", "celery", "-A", "bench.celery_peer", "worker"]
+    assert worker[worker.index("--pool") + 1] == "prefork"
+    assert worker[worker.index("--concurrency") + 1] == "3"
+    assert commands["celery api"][-2:] == ["--port", "8091"]
+    assert system.env()["CELERY_PEER_REDIS"] == system.redis.url

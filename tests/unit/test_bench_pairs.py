@@ -57,7 +57,7 @@ def test_the_after_side_wins_a_pair_by_less_cpu_or_more_throughput() -> None:
         ["--before", "HEAD", "--pairs", "0", "--", "--modes", "embedded"],
         ["--", "--modes", "embedded"],
         ["--before", "HEAD", "--", "--modes", "embedded", "--commit", "HEAD"],
-        ["--before", "HEAD", "--", "--modes", "celery"],
+        ["--before", "HEAD", "--", "--modes", "rq"],
     ],
 )
 def test_pairs_need_a_before_commit_and_one_mode(argv: list[str]) -> None:

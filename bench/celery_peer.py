@@ -1,0 +1,135 @@
+"""The Celery peer of `make bench ARGS="--modes embedded,celery"`: issue 11's third column,
+"Celery prefork", driven by the same load generators against the same receiver in the same run,
+its CPU read from /proc the same way (the worker's children included).
+
+Two processes, in a virtualenv of their own (`.venv-celery`, from bench/celery_peer.txt), with
+a private Redis as the broker:
+
+* `api` (aiohttp on uvloop): `POST /api/notifications` sends one Celery task per webhook
+  (`apply_async`, with `eta` for a scheduled one) and answers 202; `POST
+  /api/notifications/bulk` does so for each item. `GET /readyz` answers 200 once a worker
+  answers a ping.
+* `worker`: `celery worker --pool prefork`, `CELERY_PEER_CONCURRENCY` children (default 8), each
+  POSTing with one keep-alive `requests` session; a 5xx, 408, 429 or connection error is tried
+  again (`retry`, one more second each time).
+
+Tuned as a user would tune it for latency and throughput: no result backend, no gossip, mingle
+or event heartbeats, the `fair` scheduling that hands a task to a free child, a prefetch of
+`CELERY_PEER_PREFETCH` (default 4, Celery's) per child. Like the arq peer it does less than
+Notifi: nothing goes to Postgres (a Redis without persistence holds the only copy), nothing
+guards against a second send, nothing is signed. The API's `apply_async` is a blocking call on
+the event loop, as it is in an aiohttp application that uses Celery as documented.
+
+    CELERY_PEER_REDIS=redis://127.0.0.1:6379/0 .venv-celery/bin/python -m bench.celery_peer api
+    CELERY_PEER_REDIS=redis://127.0.0.1:6379/0 .venv-celery/bin/python -m celery \\
+        -A bench.celery_peer worker --pool prefork --concurrency 8 -O fair
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import Any
+
+import orjson
+import requests
+from celery import Celery
+
+from bench.peers import BadItem, jobs_of
+
+CONCURRENCY = int(os.environ.get("CELERY_PEER_CONCURRENCY", "8"))
+PREFETCH = int(os.environ.get("CELERY_PEER_PREFETCH", "4"))
+JSON = {"Content-Type": "application/json"}
+
+app = Celery("bench_celery_peer", broker=os.environ.get("CELERY_PEER_REDIS", "redis://"))
+app.conf.update(
+    task_ignore_result=True,
+    result_backend=None,
+    worker_prefetch_multiplier=PREFETCH,
+    worker_disable_rate_limits=True,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)
+_session: requests.Session | None = None
+
+
+def _http() -> requests.Session:
+    """One keep-alive session per worker child (made after the fork)."""
+    global _session
+    if _session is None:
+        _session = requests.Session()
+    return _session
+
+
+@app.task(bind=True, name="deliver", max_retries=5)
+def deliver(self: Any, url: str, payload: str) -> None:
+    try:
+        r = _http().post(url, data=payload.encode(), headers=JSON, timeout=10)
+        failed = r.status_code >= 500 or r.status_code in (408, 429)
+    except requests.RequestException:
+        failed = True
+    if failed:
+        raise self.retry(countdown=self.request.retries + 1)
+
+
+def serve_api(port: int) -> None:
+    import uvloop
+    from aiohttp import web
+
+    def enqueue(item: Any) -> dict[str, Any]:
+        try:
+            urls, payload, due = jobs_of(item)
+        except BadItem as exc:
+            return {"status": 422, "detail": str(exc)}
+        text = payload.decode()
+        ids = [deliver.apply_async((url, text), eta=due).id for url in urls]
+        return {"status": 202, "id": ids[0]}
+
+    async def create(request: web.Request) -> web.Response:
+        try:
+            item = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            item = None
+        answer = enqueue(item)
+        return web.Response(
+            body=orjson.dumps(answer), status=answer["status"], content_type="application/json"
+        )
+
+    async def bulk(request: web.Request) -> web.Response:
+        try:
+            items = orjson.loads(await request.read())["notifications"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return web.Response(status=422, text="notifications must be a list")
+        answers = [enqueue(item) for item in items]
+        return web.Response(body=orjson.dumps({"items": answers}), content_type="application/json")
+
+    async def ready(request: web.Request) -> web.Response:
+        answered = await asyncio.to_thread(app.control.ping, timeout=0.5)
+        return web.Response(status=200 if answered else 503)
+
+    async def main() -> None:
+        web_app = web.Application()
+        web_app.router.add_post("/api/notifications", create)
+        web_app.router.add_post("/api/notifications/bulk", bulk)
+        web_app.router.add_get("/readyz", ready)
+        runner = web.AppRunner(web_app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("role", choices=("api",))
+    parser.add_argument("--port", type=int, default=8091)
+    args = parser.parse_args(argv)
+    serve_api(args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
