@@ -41,4 +41,4 @@ chaos: $(STAMP) services
 	$(BIN)/python -m bench.chaos $(ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-arq .pytest_cache
+	rm -rf $(VENV) .venv-arq .venv-celery .pytest_cache
