@@ -273,7 +273,7 @@ class ArqSystem(PeerSystem):
 
 
 class CelerySystem(PeerSystem):
-    """bench.celery_peer: a prefork worker (`CELERY_PEER_CONCURRENCY` children, 8) and the api,
+    """bench.celery_peer: a prefork worker (`CELERY_PEER_CONCURRENCY` children, 4) and the api,
     which answers /readyz once a worker answers a ping."""
 
     mode = "celery"
@@ -282,7 +282,7 @@ class CelerySystem(PeerSystem):
         return {**os.environ, "CELERY_PEER_REDIS": self.redis.url}
 
     def commands(self, python: Path, port: int) -> dict[str, list[str]]:
-        concurrency = os.environ.get("CELERY_PEER_CONCURRENCY", "8")
+        concurrency = os.environ.get("CELERY_PEER_CONCURRENCY", "4")
         worker = [
             str(python), "-m", "celery", "-A", "bench.celery_peer", "worker",
             "--pool", "prefork", "--concurrency", concurrency, "-O", "fair",

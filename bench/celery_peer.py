@@ -9,20 +9,25 @@ a private Redis as the broker:
   (`apply_async`, with `eta` for a scheduled one) and answers 202; `POST
   /api/notifications/bulk` does so for each item. `GET /readyz` answers 200 once a worker
   answers a ping.
-* `worker`: `celery worker --pool prefork`, `CELERY_PEER_CONCURRENCY` children (default 8), each
-  POSTing with one keep-alive `requests` session; a 5xx, 408, 429 or connection error is tried
-  again (`retry`, one more second each time).
+* `worker`: `celery worker --pool prefork` (started by bench.bench_system's `CelerySystem`) with
+  `CELERY_PEER_CONCURRENCY` children (default 4), each POSTing with one keep-alive `requests`
+  session; a 5xx, 408, 429 or connection error is tried again (`retry`, one more second each
+  time). At a steady 1,000/s on the 2-core bench machine (2026-12-07, 15:58 UTC, quick runs) 4
+  children did best: 2.59 ms of CPU a webhook and 601 a second in the closed loop, against
+  2.92 ms and 573 with 2 and 3.18 ms and 573 with 8; with any of them it falls behind at
+  1,000/s (p50 3.3-5.1 s).
 
 Tuned as a user would tune it for latency and throughput: no result backend, no gossip, mingle
 or event heartbeats, the `fair` scheduling that hands a task to a free child, a prefetch of
 `CELERY_PEER_PREFETCH` (default 4, Celery's) per child. Like the arq peer it does less than
 Notifi: nothing goes to Postgres (a Redis without persistence holds the only copy), nothing
 guards against a second send, nothing is signed. The API's `apply_async` is a blocking call on
-the event loop, as it is in an aiohttp application that uses Celery as documented.
+the event loop, as it is wherever an asyncio application sends Celery tasks (Celery's client has
+no asyncio API).
 
     CELERY_PEER_REDIS=redis://127.0.0.1:6379/0 .venv-celery/bin/python -m bench.celery_peer api
     CELERY_PEER_REDIS=redis://127.0.0.1:6379/0 .venv-celery/bin/python -m celery \\
-        -A bench.celery_peer worker --pool prefork --concurrency 8 -O fair
+        -A bench.celery_peer worker --pool prefork --concurrency 4 -O fair
 """
 
 from __future__ import annotations
@@ -39,7 +44,6 @@ from celery import Celery
 
 from bench.peers import BadItem, jobs_of
 
-CONCURRENCY = int(os.environ.get("CELERY_PEER_CONCURRENCY", "8"))
 PREFETCH = int(os.environ.get("CELERY_PEER_PREFETCH", "4"))
 JSON = {"Content-Type": "application/json"}
 
