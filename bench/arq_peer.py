@@ -26,14 +26,12 @@ nothing guards against a second send, nothing is signed, nothing is kept per des
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
+from datetime import datetime
 from typing import Any
 
-import orjson
-
-from bench.peers import BadItem, jobs_of
+from bench import peers
 
 POLL_DELAY_S = float(os.environ.get("ARQ_PEER_POLL_S", "0.01"))
 MAX_JOBS = int(os.environ.get("ARQ_PEER_MAX_JOBS", "256"))
@@ -41,53 +39,22 @@ JSON = {"Content-Type": "application/json"}
 
 
 def serve_api(port: int, redis_url: str) -> None:
-    import uvloop
-    from aiohttp import web
     from arq import create_pool
     from arq.connections import RedisSettings
 
-    async def enqueue(pool: Any, item: Any) -> dict[str, Any]:
-        try:
-            urls, payload, due = jobs_of(item)
-        except BadItem as exc:
-            return {"status": 422, "detail": str(exc)}
-        jobs = [await pool.enqueue_job("deliver", url, payload, _defer_until=due) for url in urls]
-        return {"status": 202, "id": jobs[0].job_id}
+    async def start() -> peers.Send:
+        pool = await create_pool(RedisSettings.from_dsn(redis_url))
 
-    async def create(request: web.Request) -> web.Response:
-        try:
-            item = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            item = None
-        answer = await enqueue(request.app["pool"], item)
-        return web.Response(
-            body=orjson.dumps(answer), status=answer["status"], content_type="application/json"
-        )
+        async def send(urls: list[str], payload: bytes, due: datetime | None) -> str:
+            jobs = [await pool.enqueue_job("deliver", u, payload, _defer_until=due) for u in urls]
+            return jobs[0].job_id
 
-    async def bulk(request: web.Request) -> web.Response:
-        try:
-            items = orjson.loads(await request.read())["notifications"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return web.Response(status=422, text="notifications must be a list")
-        pool = request.app["pool"]
-        answers = await asyncio.gather(*(enqueue(pool, item) for item in items))
-        return web.Response(body=orjson.dumps({"items": answers}), content_type="application/json")
+        return send
 
-    async def ready(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
+    async def ready() -> bool:
+        return True  # bench.bench_system's ArqSystem waits for the worker's health-check key
 
-    async def main() -> None:
-        app = web.Application()
-        app["pool"] = await create_pool(RedisSettings.from_dsn(redis_url))
-        app.router.add_post("/api/notifications", create)
-        app.router.add_post("/api/notifications/bulk", bulk)
-        app.router.add_get("/readyz", ready)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
-        await asyncio.Event().wait()
-
-    uvloop.run(main())
+    peers.serve_api(port, start, ready)
 
 
 def run_worker(redis_url: str) -> None:

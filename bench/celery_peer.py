@@ -36,13 +36,13 @@ import argparse
 import asyncio
 import os
 import sys
+from datetime import datetime
 from typing import Any
 
-import orjson
 import requests
 from celery import Celery
 
-from bench.peers import BadItem, jobs_of
+from bench import peers
 
 PREFETCH = int(os.environ.get("CELERY_PEER_PREFETCH", "4"))
 JSON = {"Content-Type": "application/json"}
@@ -79,51 +79,18 @@ def deliver(self: Any, url: str, payload: str) -> None:
 
 
 def serve_api(port: int) -> None:
-    import uvloop
-    from aiohttp import web
+    async def start() -> peers.Send:
+        async def send(urls: list[str], payload: bytes, due: datetime | None) -> str:
+            text = payload.decode()
+            ids = [deliver.apply_async((url, text), eta=due).id for url in urls]
+            return ids[0]
 
-    def enqueue(item: Any) -> dict[str, Any]:
-        try:
-            urls, payload, due = jobs_of(item)
-        except BadItem as exc:
-            return {"status": 422, "detail": str(exc)}
-        text = payload.decode()
-        ids = [deliver.apply_async((url, text), eta=due).id for url in urls]
-        return {"status": 202, "id": ids[0]}
+        return send
 
-    async def create(request: web.Request) -> web.Response:
-        try:
-            item = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            item = None
-        answer = enqueue(item)
-        return web.Response(
-            body=orjson.dumps(answer), status=answer["status"], content_type="application/json"
-        )
+    async def ready() -> bool:
+        return bool(await asyncio.to_thread(app.control.ping, timeout=0.5))
 
-    async def bulk(request: web.Request) -> web.Response:
-        try:
-            items = orjson.loads(await request.read())["notifications"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return web.Response(status=422, text="notifications must be a list")
-        answers = [enqueue(item) for item in items]
-        return web.Response(body=orjson.dumps({"items": answers}), content_type="application/json")
-
-    async def ready(request: web.Request) -> web.Response:
-        answered = await asyncio.to_thread(app.control.ping, timeout=0.5)
-        return web.Response(status=200 if answered else 503)
-
-    async def main() -> None:
-        web_app = web.Application()
-        web_app.router.add_post("/api/notifications", create)
-        web_app.router.add_post("/api/notifications/bulk", bulk)
-        web_app.router.add_get("/readyz", ready)
-        runner = web.AppRunner(web_app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
-        await asyncio.Event().wait()
-
-    uvloop.run(main())
+    peers.serve_api(port, start, ready)
 
 
 def main(argv: list[str]) -> int:

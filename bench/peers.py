@@ -1,9 +1,11 @@
 """What the bench's peers (`--modes arq`, `--modes celery`: bench.arq_peer, bench.celery_peer)
-share: what they take from a request. Imported inside the peers' own virtualenvs too, so it
-needs no more than orjson."""
+share: what they take from a request, and their API. Imported by the bench's tests too, so its
+import needs no more than orjson (aiohttp and uvloop are imported by `serve_api`, in a peer's
+own virtualenv)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -37,3 +39,74 @@ def jobs_of(item: Any) -> tuple[list[str], bytes, datetime | None]:
         raise BadItem("scheduled_at needs an offset")
     payload = orjson.dumps({k: item.get(k) for k in ("title", "body", "data")})
     return urls, payload, due
+
+
+Send = Callable[[list[str], bytes, datetime | None], Awaitable[str]]
+
+
+def api(start: Callable[[], Awaitable[Send]], ready: Callable[[], Awaitable[bool]]) -> Any:
+    """A peer's API (an aiohttp application): `POST /api/notifications` (and `/bulk`, each item
+    on its own) hands each notification's webhooks to the `Send` that `start` makes at start-up
+    and answers 202 with the first job's id, or 422 for what `jobs_of` refuses; `GET /readyz` is
+    200 once `ready`. aiohttp is imported here, not at the module's import."""
+    import asyncio
+
+    from aiohttp import web
+
+    sends: list[Send] = []
+
+    def respond(body: Any, status: int = 200) -> web.Response:
+        return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+    async def started(app: web.Application) -> None:
+        sends.append(await start())
+
+    async def enqueue(item: Any) -> dict[str, Any]:
+        try:
+            urls, payload, due = jobs_of(item)
+        except BadItem as exc:
+            return {"status": 422, "detail": str(exc)}
+        return {"status": 202, "id": await sends[0](urls, payload, due)}
+
+    async def create(request: web.Request) -> web.Response:
+        try:
+            item = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            item = None
+        answer = await enqueue(item)
+        return respond(answer, answer["status"])
+
+    async def bulk(request: web.Request) -> web.Response:
+        try:
+            items = orjson.loads(await request.read())["notifications"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return web.Response(status=422, text="notifications must be a list")
+        return respond({"items": await asyncio.gather(*(enqueue(i) for i in items))})
+
+    async def readyz(request: web.Request) -> web.Response:
+        return web.Response(status=200 if await ready() else 503)
+
+    app = web.Application()
+    app.on_startup.append(started)
+    app.router.add_post("/api/notifications", create)
+    app.router.add_post("/api/notifications/bulk", bulk)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+def serve_api(
+    port: int, start: Callable[[], Awaitable[Send]], ready: Callable[[], Awaitable[bool]]
+) -> None:
+    """The peer's `api` on uvloop, on loopback, until killed."""
+    import asyncio
+
+    import uvloop
+    from aiohttp import web
+
+    async def main() -> None:
+        runner = web.AppRunner(api(start, ready), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
+        await asyncio.Event().wait()
+
+    uvloop.run(main())

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from bench.__main__ import parse_args
 from bench.bench_system import CelerySystem, System
-from bench.peers import BadItem, jobs_of
+from bench.peers import BadItem, Send, api, jobs_of
 
 HOOK = {"type": "webhook", "url": "http://127.0.0.1:9/hook"}
 
@@ -117,3 +118,36 @@ def test_the_celery_peer_runs_a_prefork_worker_on_its_private_redis(
     assert worker[worker.index("--concurrency") + 1] == "3"
     assert commands["celery api"][-2:] == ["--port", "8091"]
     assert system.env()["CELERY_PEER_REDIS"] == system.redis.url
+
+
+async def test_a_peers_api_sends_each_webhook_and_refuses_what_it_cannot_deliver() -> None:
+    sent: list[tuple[list[str], bytes, datetime | None]] = []
+    up = False
+
+    async def start() -> Send:
+        async def send(urls: list[str], payload: bytes, due: datetime | None) -> str:
+            sent.append((urls, payload, due))
+            return f"job-{len(sent)}"
+
+        return send
+
+    async def ready() -> bool:
+        return up
+
+    async with TestClient(TestServer(api(start, ready))) as client:
+        assert (await client.get("/readyz")).status == 503
+        up = True
+        assert (await client.get("/readyz")).status == 200
+        r = await client.post("/api/notifications", json={"body": "a:1", "destinations": [HOOK]})
+        assert (r.status, (await r.json())["id"]) == (202, "job-1")
+        assert sent == [
+            ([HOOK["url"]], orjson.dumps({"title": None, "body": "a:1", "data": None}), None)
+        ]
+        r = await client.post("/api/notifications", data=b"{not json")
+        assert r.status == 422 and len(sent) == 1
+        when = "2030-01-02T03:04:05+00:00"
+        items = [{"body": "b:1", "destinations": [HOOK], "scheduled_at": when}, {"body": 2}]
+        r = await client.post("/api/notifications/bulk", json={"notifications": items})
+        assert [i["status"] for i in (await r.json())["items"]] == [202, 422]
+        assert sent[-1][2] == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+        assert (await client.post("/api/notifications/bulk", json={"x": 1})).status == 422
