@@ -38,9 +38,11 @@ from bench.load import target_fields
 from bench.snapshot import git, run_snapshot, snapshot_of
 from tests.support.process import ROOT
 
-SYSTEM_GROUPS = ("notifi", "arq", "celery", "postgres backends", "postgres shared", "redis")
-MODES = ("embedded", "split", "arq", "celery")
 PEERS = {"arq": ArqSystem, "celery": CelerySystem}  # issue 11's peers (bench.arq_peer, celery_peer)
+MODES = ("embedded", "split", *PEERS)
+# Whose CPU counts as the system's: the service's processes (Notifi's or a peer's), its Postgres
+# and its Redis; a broker is shown apart.
+SYSTEM_GROUPS = ("notifi", *PEERS, "postgres backends", "postgres shared", "redis")
 # The signing secret of `--target signed` and `topic` (a stored webhook always has one), so the
 # two compare like for like.
 BENCH_SECRET = "whsec_" + "QmVuY2ggc2VjcmV0IGZvciBzaWduaW5nIQ=="

@@ -31,44 +31,43 @@ import sys
 from datetime import datetime
 from typing import Any
 
+import aiohttp
+import uvloop
+from arq import Retry, Worker, create_pool
+from arq.connections import RedisSettings
+from arq.constants import default_queue_name, health_check_key_suffix
+from arq.worker import func
+
 from bench import peers
 
 POLL_DELAY_S = float(os.environ.get("ARQ_PEER_POLL_S", "0.01"))
 MAX_JOBS = int(os.environ.get("ARQ_PEER_MAX_JOBS", "256"))
-JSON = {"Content-Type": "application/json"}
+# The worker writes this key at its first poll, and again at every health check.
+HEALTH_CHECK = default_queue_name + health_check_key_suffix
 
 
 def serve_api(port: int, redis_url: str) -> None:
-    from arq import create_pool
-    from arq.connections import RedisSettings
-
-    async def start() -> peers.Send:
+    async def start() -> peers.Peer:
         pool = await create_pool(RedisSettings.from_dsn(redis_url))
 
         async def send(urls: list[str], payload: bytes, due: datetime | None) -> str:
             jobs = [await pool.enqueue_job("deliver", u, payload, _defer_until=due) for u in urls]
             return jobs[0].job_id
 
-        return send
+        async def ready() -> bool:
+            return bool(await pool.exists(HEALTH_CHECK))
 
-    async def ready() -> bool:
-        return True  # bench.bench_system's ArqSystem waits for the worker's health-check key
+        return peers.Peer(send, ready)
 
-    peers.serve_api(port, start, ready)
+    peers.serve_api(port, start)
 
 
 def run_worker(redis_url: str) -> None:
-    import aiohttp
-    import uvloop
-    from arq import Retry, Worker
-    from arq.connections import RedisSettings
-    from arq.worker import func
-
     async def deliver(ctx: dict[str, Any], url: str, payload: bytes) -> None:
         try:
-            async with ctx["http"].post(url, data=payload, headers=JSON) as r:
+            async with ctx["http"].post(url, data=payload, headers=peers.JSON) as r:
                 await r.read()
-                failed = r.status >= 500 or r.status in (408, 429)
+                failed = peers.retryable(r.status)
         except (aiohttp.ClientError, TimeoutError):
             failed = True
         if failed:

@@ -50,6 +50,11 @@ class System:
         self.cluster: Cluster | None = None
         self._admin: asyncpg.Connection | None = None
 
+    @property
+    def outside_kafka(self) -> bool:
+        """Split over a Kafka given with `--kafka`, not a private tansu."""
+        return self.mode == "split" and self.kafka is not None
+
     def env(self) -> dict[str, str]:
         env = {
             "NOTIFI_POSTGRES__DSN": f"{self.pg}/{self.db}",
@@ -59,7 +64,7 @@ class System:
         }
         if self.broker is not None:
             env |= kafka_env(self.broker.bootstrap, self.topics)
-        elif self.mode == "split" and self.kafka is not None:
+        elif self.outside_kafka:
             # A real Kafka: its defaults are right (idempotent producer, fetch waits, group
             # timeouts); only where and under which names.
             env |= {
@@ -80,7 +85,7 @@ class System:
             self.api = f"http://127.0.0.1:{port}"
             await self.embedded.wait_ready(90)
         else:
-            if self.kafka is None:
+            if not self.outside_kafka:
                 self.broker = TansuBroker().start()
             log_dir = Path(tempfile.mkdtemp(prefix="notifi-bench-"))
             self.cluster = Cluster(self.env(), log_dir)
@@ -114,7 +119,7 @@ class System:
         out["redis"] = pids_with_args("redis-server", f":{self.redis.port}")
         if self.broker is not None:
             out["tansu broker"] = pids_with_args(str(TANSU), f":{self.broker.port}")
-        elif self.mode == "split" and self.kafka is not None:
+        elif self.outside_kafka:
             # Counted when it runs on this machine (Kafka's JVM names its main class).
             out["kafka broker"] = pids_with_args("kafka.Kafka")
         return out
@@ -188,10 +193,6 @@ class PeerSystem:
     def env(self) -> dict[str, str]:
         return dict(os.environ)
 
-    async def worker_ready(self, client: aioredis.Redis) -> bool:
-        """Whether the workers are up (the api's /readyz is asked besides)."""
-        return True
-
     def _spawn(self, argv: list[str]) -> subprocess.Popen:
         with self.log.open("ab") as log:  # every process's, kept for a failure's report
             return subprocess.Popen(
@@ -214,20 +215,15 @@ class PeerSystem:
         for name, argv in self.commands(python, port).items():
             self.procs[name] = self._spawn(argv)
         self.api = f"http://127.0.0.1:{port}"
-        client = aioredis.from_url(self.redis.url)
-        try:
-            async with aiohttp.ClientSession() as http:
-                for _ in range(300):
-                    if any(p.poll() is not None for p in self.procs.values()):
-                        raise self._failed("exited while starting")
-                    if await self.worker_ready(client):
-                        with contextlib.suppress(aiohttp.ClientError):
-                            async with http.get(f"{self.api}/readyz") as r:
-                                if r.status == 200:
-                                    return
-                    await asyncio.sleep(0.1)
-        finally:
-            await client.aclose()
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):
+                if any(p.poll() is not None for p in self.procs.values()):
+                    raise self._failed("exited while starting")
+                with contextlib.suppress(aiohttp.ClientError):  # the api answers 200 once the
+                    async with http.get(f"{self.api}/readyz") as r:  # workers are up
+                        if r.status == 200:
+                            return
+                await asyncio.sleep(0.1)
         raise self._failed("was not ready in 30 s")
 
     async def groups(self) -> dict[str, list[int]]:
@@ -255,7 +251,8 @@ class PeerSystem:
 
 
 class ArqSystem(PeerSystem):
-    """bench.arq_peer: `ARQ_PEER_WORKERS` worker processes (1) and the api."""
+    """bench.arq_peer: `ARQ_PEER_WORKERS` worker processes (1) and the api, which answers
+    /readyz once a worker has polled."""
 
     mode = "arq"
 
@@ -266,10 +263,6 @@ class ArqSystem(PeerSystem):
         out = {f"arq worker {i}": [*peer, "worker", *redis] for i in range(workers)}
         out["arq api"] = [*peer, "api", "--port", str(port), *redis]
         return out
-
-    async def worker_ready(self, client: aioredis.Redis) -> bool:
-        # The worker writes its health-check key at its first poll.
-        return bool(await client.exists("arq:queue:health-check"))
 
 
 class CelerySystem(PeerSystem):

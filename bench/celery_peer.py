@@ -45,7 +45,6 @@ from celery import Celery
 from bench import peers
 
 PREFETCH = int(os.environ.get("CELERY_PEER_PREFETCH", "4"))
-JSON = {"Content-Type": "application/json"}
 
 app = Celery("bench_celery_peer", broker=os.environ.get("CELERY_PEER_REDIS", "redis://"))
 app.conf.update(
@@ -70,8 +69,8 @@ def _http() -> requests.Session:
 @app.task(bind=True, name="deliver", max_retries=5)
 def deliver(self: Any, url: str, payload: str) -> None:
     try:
-        r = _http().post(url, data=payload.encode(), headers=JSON, timeout=10)
-        failed = r.status_code >= 500 or r.status_code in (408, 429)
+        r = _http().post(url, data=payload.encode(), headers=peers.JSON, timeout=10)
+        failed = peers.retryable(r.status_code)
     except requests.RequestException:
         failed = True
     if failed:
@@ -79,18 +78,18 @@ def deliver(self: Any, url: str, payload: str) -> None:
 
 
 def serve_api(port: int) -> None:
-    async def start() -> peers.Send:
-        async def send(urls: list[str], payload: bytes, due: datetime | None) -> str:
-            text = payload.decode()
-            ids = [deliver.apply_async((url, text), eta=due).id for url in urls]
-            return ids[0]
+    async def send(urls: list[str], payload: bytes, due: datetime | None) -> str:
+        text = payload.decode()
+        ids = [deliver.apply_async((url, text), eta=due).id for url in urls]
+        return ids[0]
 
-        return send
-
-    async def ready() -> bool:
+    async def ready() -> bool:  # a worker answers a ping
         return bool(await asyncio.to_thread(app.control.ping, timeout=0.5))
 
-    peers.serve_api(port, start, ready)
+    async def start() -> peers.Peer:
+        return peers.Peer(send, ready)
+
+    peers.serve_api(port, start)
 
 
 def main(argv: list[str]) -> int:

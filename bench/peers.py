@@ -1,15 +1,21 @@
 """What the bench's peers (`--modes arq`, `--modes celery`: bench.arq_peer, bench.celery_peer)
-share: what they take from a request, and their API. Imported by the bench's tests too, so its
-import needs no more than orjson (aiohttp and uvloop are imported by `serve_api`, in a peer's
-own virtualenv)."""
+share: what they take from a request, which answers they try again, and their API. Each peer
+runs it in a virtualenv of its own; aiohttp, orjson and uvloop are in every one of them, and in
+Notifi's, where the bench's tests import it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
+import uvloop
+from aiohttp import web
+
+JSON = {"Content-Type": "application/json"}  # how a peer POSTs a webhook's payload
 
 
 class BadItem(ValueError):
@@ -41,39 +47,51 @@ def jobs_of(item: Any) -> tuple[list[str], bytes, datetime | None]:
     return urls, payload, due
 
 
+def retryable(status: int) -> bool:
+    """Whether a webhook's answer is tried again (as Notifi does: 5xx, 408, 429)."""
+    return status >= 500 or status in (408, 429)
+
+
 Send = Callable[[list[str], bytes, datetime | None], Awaitable[str]]
 
 
-def api(start: Callable[[], Awaitable[Send]], ready: Callable[[], Awaitable[bool]]) -> Any:
-    """A peer's API (an aiohttp application): `POST /api/notifications` (and `/bulk`, each item
-    on its own) hands each notification's webhooks to the `Send` that `start` makes at start-up
-    and answers 202 with the first job's id, or 422 for what `jobs_of` refuses; `GET /readyz` is
-    200 once `ready`. aiohttp is imported here, not at the module's import."""
-    import asyncio
+@dataclass(frozen=True)
+class Peer:
+    """What a peer's API does with a notification: `send` hands its webhooks to the queue and
+    answers the first job's id; `ready` says whether the workers are up."""
 
-    from aiohttp import web
+    send: Send
+    ready: Callable[[], Awaitable[bool]]
 
-    sends: list[Send] = []
+
+PEER = web.AppKey("peer", Peer)
+
+
+def api(start: Callable[[], Awaitable[Peer]]) -> web.Application:
+    """A peer's API: `POST /api/notifications` (and `/bulk`, each item on its own) hands each
+    notification's webhooks to the `Peer` that `start` makes at start-up and answers 202 with
+    the first job's id, or 422 for what `jobs_of` refuses; `GET /readyz` is 200 once the peer
+    is `ready`."""
 
     def respond(body: Any, status: int = 200) -> web.Response:
         return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
     async def started(app: web.Application) -> None:
-        sends.append(await start())
+        app[PEER] = await start()
 
-    async def enqueue(item: Any) -> dict[str, Any]:
+    async def enqueue(peer: Peer, item: Any) -> dict[str, Any]:
         try:
             urls, payload, due = jobs_of(item)
         except BadItem as exc:
             return {"status": 422, "detail": str(exc)}
-        return {"status": 202, "id": await sends[0](urls, payload, due)}
+        return {"status": 202, "id": await peer.send(urls, payload, due)}
 
     async def create(request: web.Request) -> web.Response:
         try:
             item = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             item = None
-        answer = await enqueue(item)
+        answer = await enqueue(request.app[PEER], item)
         return respond(answer, answer["status"])
 
     async def bulk(request: web.Request) -> web.Response:
@@ -81,10 +99,11 @@ def api(start: Callable[[], Awaitable[Send]], ready: Callable[[], Awaitable[bool
             items = orjson.loads(await request.read())["notifications"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return web.Response(status=422, text="notifications must be a list")
-        return respond({"items": await asyncio.gather(*(enqueue(i) for i in items))})
+        peer = request.app[PEER]
+        return respond({"items": await asyncio.gather(*(enqueue(peer, i) for i in items))})
 
     async def readyz(request: web.Request) -> web.Response:
-        return web.Response(status=200 if await ready() else 503)
+        return web.Response(status=200 if await request.app[PEER].ready() else 503)
 
     app = web.Application()
     app.on_startup.append(started)
@@ -94,17 +113,11 @@ def api(start: Callable[[], Awaitable[Send]], ready: Callable[[], Awaitable[bool
     return app
 
 
-def serve_api(
-    port: int, start: Callable[[], Awaitable[Send]], ready: Callable[[], Awaitable[bool]]
-) -> None:
+def serve_api(port: int, start: Callable[[], Awaitable[Peer]]) -> None:
     """The peer's `api` on uvloop, on loopback, until killed."""
-    import asyncio
-
-    import uvloop
-    from aiohttp import web
 
     async def main() -> None:
-        runner = web.AppRunner(api(start, ready), access_log=None)
+        runner = web.AppRunner(api(start), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
         await asyncio.Event().wait()

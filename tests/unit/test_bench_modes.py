@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bench.__main__ import parse_args
 from bench.bench_system import CelerySystem, System
-from bench.peers import BadItem, Send, api, jobs_of
+from bench.peers import BadItem, Peer, api, jobs_of, retryable
 
 HOOK = {"type": "webhook", "url": "http://127.0.0.1:9/hook"}
 
@@ -124,17 +124,17 @@ async def test_a_peers_api_sends_each_webhook_and_refuses_what_it_cannot_deliver
     sent: list[tuple[list[str], bytes, datetime | None]] = []
     up = False
 
-    async def start() -> Send:
-        async def send(urls: list[str], payload: bytes, due: datetime | None) -> str:
-            sent.append((urls, payload, due))
-            return f"job-{len(sent)}"
-
-        return send
+    async def send(urls: list[str], payload: bytes, due: datetime | None) -> str:
+        sent.append((urls, payload, due))
+        return f"job-{len(sent)}"
 
     async def ready() -> bool:
         return up
 
-    async with TestClient(TestServer(api(start, ready))) as client:
+    async def start() -> Peer:
+        return Peer(send, ready)
+
+    async with TestClient(TestServer(api(start))) as client:
         assert (await client.get("/readyz")).status == 503
         up = True
         assert (await client.get("/readyz")).status == 200
@@ -151,3 +151,11 @@ async def test_a_peers_api_sends_each_webhook_and_refuses_what_it_cannot_deliver
         assert [i["status"] for i in (await r.json())["items"]] == [202, 422]
         assert sent[-1][2] == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
         assert (await client.post("/api/notifications/bulk", json={"x": 1})).status == 422
+
+
+@pytest.mark.parametrize(
+    ("status", "again"),
+    [(500, True), (503, True), (408, True), (429, True), (404, False), (200, False)],
+)
+def test_the_peers_try_again_what_notifi_tries_again(status: int, again: bool) -> None:
+    assert retryable(status) is again
