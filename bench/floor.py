@@ -1,0 +1,313 @@
+"""The floor under issue 11's CPU target: what the parts DESIGN fixes cost per notification at a
+steady 1,000/s on this machine before any of Notifi's own logic runs, each read from /proc as
+`make bench` reads the system's CPU. The target (0.4 ms for Notifi, Postgres and Redis together)
+is below their sum here; see README, Benchmark.
+
+* relay: an aiohttp server (DESIGN §1: the api is aiohttp REST) takes each POST, decodes its
+  JSON and answers 202, storing nothing; then the same plus one webhook POST per request
+  through Notifi's HTTP client (`notifi.destinations.http_client`) to a receiver in a process
+  of its own. The load comes from `bench.load.open_loop`, in a process of its own.
+* postgres: the backend CPU of Notifi's own statements for one notification (DESIGN §3:
+  accept, route, the delivery's load, the recorded outcome), in the batch sizes a steady
+  1,000/s makes (5 a batch for the first three, 20 for the recorder), each on a connection of
+  its own so that each statement's share is read from its own backend.
+* redis: the server CPU of Notifi's claim and delivered mark (`notifi.claims`), 5 a batch.
+
+    python -m bench.floor [--seconds 20] [--rate 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing import get_context
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+import uuid_utils
+import uvloop
+from aiohttp import web
+
+from bench import load
+from bench.__main__ import machine, start_receiver
+from bench.bench_cpu import TICKS_PER_S, pids_with_args, read_stat
+from bench.bench_system import SHARED_PG
+from notifi.claims import Claims, job_token
+from notifi.destinations.http_client import HttpClient
+from notifi.destinations.network import AddressPolicy
+from notifi.model import DeliveryJob, DeliveryStatus
+from notifi.store import Finished, Store, ensure_database, migrate
+from tests.support.factories import new_notification
+from tests.support.process import free_port
+from tests.support.services import PrivateRedis
+
+TARGET_MS = 0.4
+BATCH = 5  # notifications a batch at 1,000/s with the accept writer's 5 ms linger
+RECORD_BATCH = 20  # outcomes a recorder batch at 1,000/s with its 20 ms linger
+STATEMENTS = ("accept", "route", "load", "record")
+
+
+@dataclass(frozen=True)
+class Floor:
+    relay_accept_ms: float  # aiohttp: POST decoded, 202 answered
+    relay_send_ms: float  # the same plus one webhook POST
+    postgres_ms: dict[str, float]  # statement -> backend CPU ms per notification
+    redis_ms: float  # claim + delivered mark
+    answered: int  # 202s over both relay runs
+    delivered: int  # deliveries the postgres run recorded delivered
+
+    @property
+    def total_ms(self) -> float:
+        return self.relay_send_ms + sum(self.postgres_ms.values()) + self.redis_ms
+
+
+def _cpu_s(pid: int) -> float:
+    stat = read_stat(pid)
+    return stat.cpu_ticks / TICKS_PER_S if stat is not None else 0.0
+
+
+# -- relay ---------------------------------------------------------------------------------
+
+
+async def _relay(port: int, hook: str | None) -> None:
+    client = HttpClient(AddressPolicy(["127.0.0.0/8"]))
+    sending: set[asyncio.Task[object]] = set()
+
+    async def accept(request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        notification_id = str(uuid_utils.uuid7())
+        if hook is not None:
+            payload = orjson.dumps({"id": notification_id, "body": body["body"]})
+            headers = {"Content-Type": "application/json"}
+            task = asyncio.ensure_future(client.post(hook, headers, payload, timeout_s=10))
+            sending.add(task)
+            task.add_done_callback(sending.discard)
+        return web.Response(
+            status=202, body=orjson.dumps({"id": notification_id}), content_type="application/json"
+        )
+
+    app = web.Application()
+    app.router.add_post("/api/notifications", accept)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
+    await asyncio.Event().wait()
+
+
+def serve_relay(port: int, hook: str | None) -> None:
+    """The relay's process: answers POSTs (and sends a webhook each when `hook` is given)."""
+    uvloop.run(_relay(port, hook))
+
+
+async def _ready(url: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise TimeoutError(f"nothing answers on {url}")
+
+
+async def relay_cpu(rate: float, seconds: float, hook: str | None) -> tuple[float, int]:
+    """CPU ms per request of the relay at `rate` for `seconds`, and how many got their 202."""
+    spawn = get_context("spawn")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    server = spawn.Process(target=serve_relay, args=(port, hook), daemon=True)
+    server.start()
+    assert server.pid is not None
+    try:
+        await _ready(api)
+        count = int(rate * seconds)
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            loop = asyncio.get_running_loop()
+            before = _cpu_s(server.pid)
+            sent = await loop.run_in_executor(
+                pool, load.open_loop, api, '"destinations":[]', "floor", rate, count
+            )
+            await asyncio.sleep(0.5)  # the last webhooks leave
+            used_s = _cpu_s(server.pid) - before
+        return 1000 * used_s / count, sum(1 for s in sent if s.status == 202)
+    finally:
+        server.kill()
+        server.join()
+
+
+# -- postgres and redis --------------------------------------------------------------------
+
+
+async def _paced(rate: float, seconds: float, step: Callable[[int], Awaitable[None]]) -> None:
+    """`step(tick)` every BATCH / rate seconds for `seconds`, from one start (no drift)."""
+    period_s, started = BATCH / rate, time.monotonic()
+    for tick in range(int(seconds / period_s)):
+        await step(tick)
+        if (wait_s := started + (tick + 1) * period_s - time.monotonic()) > 0:
+            await asyncio.sleep(wait_s)
+
+
+async def _backend(store: Store) -> int:
+    async with store.pool.acquire() as conn:
+        return int(await conn.fetchval("SELECT pg_backend_pid()"))
+
+
+@asynccontextmanager
+async def fresh_database(pg: str) -> AsyncIterator[str]:
+    """The dsn of a new, migrated database of the server `pg`, dropped after."""
+    name = f"notifi_floor_{uuid.uuid4().hex[:8]}"
+    dsn = f"{pg}/{name}"
+    await ensure_database(dsn)
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        yield dsn
+    finally:
+        admin = await asyncpg.connect(f"{pg}/postgres")
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def postgres_cpu(dsn: str, rate: float, seconds: float) -> tuple[dict[str, float], int]:
+    """Backend CPU ms per notification of each statement, and how many were recorded
+    delivered."""
+    stores = {s: await Store.open(dsn, min_size=1, max_size=1) for s in STATEMENTS}
+    try:
+        backends = {s: await _backend(store) for s, store in stores.items()}
+        hook = [{"type": "webhook", "url": "http://127.0.0.1:9/hook"}]
+        sent: list[uuid.UUID] = []
+
+        async def step(tick: int) -> None:
+            batch = [new_notification(destinations=hook) for _ in range(BATCH)]
+            await stores["accept"].accept(batch)
+            ids = [n.id for n in batch]
+            await stores["route"].route(ids, 1.0)
+            await stores["load"].load_jobs([(i, 0) for i in ids])
+            sent.extend(ids)
+            if len(sent) >= RECORD_BATCH:
+                now = datetime.now(UTC)
+                await stores["record"].record([_delivered(i, now) for i in sent], [])
+                sent.clear()
+
+        before = {s: _cpu_s(pid) for s, pid in backends.items()}
+        await _paced(rate, seconds, step)
+        count = int(seconds * rate / BATCH) * BATCH
+        shares = {s: 1000 * (_cpu_s(pid) - before[s]) / count for s, pid in backends.items()}
+        delivered = await stores["accept"].pool.fetchval(
+            "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
+        )
+        return shares, int(delivered)
+    finally:
+        for store in stores.values():
+            await store.close()
+
+
+def _delivered(notification_id: uuid.UUID, now: datetime) -> Finished:
+    return Finished(
+        DeliveryJob(notification_id, 0, 1, now),
+        DeliveryStatus.DELIVERED,
+        started_at=now,
+        duration_ms=1.0,
+        outcome="delivered",
+        status_code=204,
+    )
+
+
+async def redis_cpu(dsn: str, rate: float, seconds: float) -> float:
+    """A private Redis's CPU ms per notification for Notifi's claim and delivered mark (the
+    store at `dsn` is the claims' fallback, unused while Redis answers)."""
+    server = PrivateRedis().start()
+    client = aioredis.from_url(server.url)
+    store = await Store.open(dsn, min_size=1, max_size=1)
+    try:
+        claims = Claims(client, store, prefix="floor", claim_ttl_s=60, delivered_ttl_s=3600)
+        [pid] = pids_with_args("redis-server", f":{server.port}")
+
+        async def step(tick: int) -> None:
+            keys = [(uuid.uuid4(), 0) for _ in range(BATCH)]
+            offsets = range(tick * BATCH, (tick + 1) * BATCH)
+            tokens = [job_token("floor", "run", "deliveries", 0, o) for o in offsets]
+            await asyncio.gather(*(claims.claim((k, t)) for k, t in zip(keys, tokens, strict=True)))
+            await asyncio.gather(*(claims.mark_delivered(k) for k in keys))
+
+        before = _cpu_s(pid)
+        await _paced(rate, seconds, step)
+        return 1000 * (_cpu_s(pid) - before) / (int(seconds * rate / BATCH) * BATCH)
+    finally:
+        await store.close()
+        await client.aclose()
+        server.close()
+
+
+# -- the table -----------------------------------------------------------------------------
+
+
+async def measure(pg: str, rate: float, seconds: float) -> Floor:
+    """Each part in turn, alone: the relay without and with the webhook, Postgres, Redis."""
+    accept_ms, answered_alone = await relay_cpu(rate, seconds, hook=None)
+    receiver, receiver_url = await start_receiver()
+    try:
+        send_ms, answered_sending = await relay_cpu(rate, seconds, hook=f"{receiver_url}/hook")
+    finally:
+        receiver.kill()
+        receiver.wait()
+    async with fresh_database(pg) as dsn:
+        postgres_ms, delivered = await postgres_cpu(dsn, rate, seconds)
+        redis_ms = await redis_cpu(dsn, rate, seconds)
+    return Floor(
+        relay_accept_ms=accept_ms,
+        relay_send_ms=send_ms,
+        postgres_ms=postgres_ms,
+        redis_ms=redis_ms,
+        answered=answered_alone + answered_sending,
+        delivered=delivered,
+    )
+
+
+def table(floor: Floor, rate: float, seconds: float) -> str:
+    rows = [
+        ("aiohttp: POST decoded, 202 answered, nothing stored", floor.relay_accept_ms),
+        ("  the same plus one webhook POST (Notifi's HTTP client)", floor.relay_send_ms),
+        *(
+            (f"Postgres: {s} (batches of {RECORD_BATCH if s == 'record' else BATCH})", ms)
+            for s, ms in floor.postgres_ms.items()
+        ),
+        (f"Redis: claim and delivered mark (batches of {BATCH})", floor.redis_ms),
+        ("floor: relay with the webhook + Postgres + Redis", floor.total_ms),
+        ("issue 11's target for the whole system", TARGET_MS),
+    ]
+    head = (
+        f"{machine()}\n{rate:,.0f} notifications/s for {seconds:g} s a part;"
+        f" {floor.answered:,} answered 202, {floor.delivered:,} recorded delivered"
+    )
+    width = max(len(label) for label, _ in rows)
+    lines = [head, "", f"{'part':<{width}} | CPU ms per notification", "-" * (width + 26)]
+    lines += [f"{label:<{width}} | {ms:.3f}" for label, ms in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="each part's run")
+    parser.add_argument("--rate", type=float, default=1000.0, help="notifications per second")
+    args = parser.parse_args()
+    floor = uvloop.run(measure(SHARED_PG, args.rate, args.seconds))
+    print(table(floor, args.rate, args.seconds))
+
+
+if __name__ == "__main__":
+    main()
