@@ -147,10 +147,25 @@ async def relay_cpu(rate: float, seconds: float, hook: str | None) -> tuple[floa
 # -- postgres and redis --------------------------------------------------------------------
 
 
-async def _paced(rate: float, seconds: float, step: Callable[[int], Awaitable[None]]) -> None:
-    """`step(tick)` every BATCH / rate seconds for `seconds`, from one start (no drift)."""
-    period_s, started = BATCH / rate, time.monotonic()
-    for tick in range(int(seconds / period_s)):
+@dataclass(frozen=True)
+class Pace:
+    rate: float  # notifications per second
+    seconds: float  # how long each part runs
+    batch: int = BATCH  # notifications a batch of accept, route, load, claims and marks
+
+    @property
+    def ticks(self) -> int:
+        return int(self.seconds * self.rate / self.batch)
+
+    @property
+    def count(self) -> int:
+        return self.ticks * self.batch
+
+
+async def _paced(pace: Pace, step: Callable[[int], Awaitable[None]]) -> None:
+    """`step(tick)` every batch / rate seconds, `pace.ticks` times, from one start (no drift)."""
+    period_s, started = pace.batch / pace.rate, time.monotonic()
+    for tick in range(pace.ticks):
         await step(tick)
         if (wait_s := started + (tick + 1) * period_s - time.monotonic()) > 0:
             await asyncio.sleep(wait_s)
@@ -182,7 +197,7 @@ async def fresh_database(pg: str) -> AsyncIterator[str]:
             await admin.close()
 
 
-async def postgres_cpu(dsn: str, rate: float, seconds: float) -> tuple[dict[str, float], int]:
+async def postgres_cpu(dsn: str, pace: Pace) -> tuple[dict[str, float], int]:
     """Backend CPU ms per notification of each statement, and how many were recorded
     delivered."""
     stores = {s: await Store.open(dsn, min_size=1, max_size=1) for s in STATEMENTS}
@@ -192,7 +207,7 @@ async def postgres_cpu(dsn: str, rate: float, seconds: float) -> tuple[dict[str,
         sent: list[uuid.UUID] = []
 
         async def step(tick: int) -> None:
-            batch = [new_notification(destinations=hook) for _ in range(BATCH)]
+            batch = [new_notification(destinations=hook) for _ in range(pace.batch)]
             await stores["accept"].accept(batch)
             ids = [n.id for n in batch]
             await stores["route"].route(ids, 1.0)
@@ -204,9 +219,8 @@ async def postgres_cpu(dsn: str, rate: float, seconds: float) -> tuple[dict[str,
                 sent.clear()
 
         before = {s: _cpu_s(pid) for s, pid in backends.items()}
-        await _paced(rate, seconds, step)
-        count = int(seconds * rate / BATCH) * BATCH
-        shares = {s: 1000 * (_cpu_s(pid) - before[s]) / count for s, pid in backends.items()}
+        await _paced(pace, step)
+        shares = {s: 1000 * (_cpu_s(pid) - before[s]) / pace.count for s, pid in backends.items()}
         delivered = await stores["accept"].pool.fetchval(
             "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
         )
@@ -227,7 +241,7 @@ def _delivered(notification_id: uuid.UUID, now: datetime) -> Finished:
     )
 
 
-async def redis_cpu(dsn: str, rate: float, seconds: float) -> float:
+async def redis_cpu(dsn: str, pace: Pace) -> float:
     """A private Redis's CPU ms per notification for Notifi's claim and delivered mark (the
     store at `dsn` is the claims' fallback, unused while Redis answers)."""
     server = PrivateRedis().start()
@@ -238,15 +252,15 @@ async def redis_cpu(dsn: str, rate: float, seconds: float) -> float:
         [pid] = pids_with_args("redis-server", f":{server.port}")
 
         async def step(tick: int) -> None:
-            keys = [(uuid.uuid4(), 0) for _ in range(BATCH)]
-            offsets = range(tick * BATCH, (tick + 1) * BATCH)
+            keys = [(uuid.uuid4(), 0) for _ in range(pace.batch)]
+            offsets = range(tick * pace.batch, (tick + 1) * pace.batch)
             tokens = [job_token("floor", "run", "deliveries", 0, o) for o in offsets]
             await asyncio.gather(*(claims.claim((k, t)) for k, t in zip(keys, tokens, strict=True)))
             await asyncio.gather(*(claims.mark_delivered(k) for k in keys))
 
         before = _cpu_s(pid)
-        await _paced(rate, seconds, step)
-        return 1000 * (_cpu_s(pid) - before) / (int(seconds * rate / BATCH) * BATCH)
+        await _paced(pace, step)
+        return 1000 * (_cpu_s(pid) - before) / pace.count
     finally:
         await store.close()
         await client.aclose()
@@ -256,8 +270,9 @@ async def redis_cpu(dsn: str, rate: float, seconds: float) -> float:
 # -- the table -----------------------------------------------------------------------------
 
 
-async def measure(pg: str, rate: float, seconds: float) -> Floor:
+async def measure(pg: str, pace: Pace) -> Floor:
     """Each part in turn, alone: the relay without and with the webhook, Postgres, Redis."""
+    rate, seconds = pace.rate, pace.seconds
     accept_ms, answered_alone = await relay_cpu(rate, seconds, hook=None)
     receiver, receiver_url = await start_receiver()
     try:
@@ -266,8 +281,8 @@ async def measure(pg: str, rate: float, seconds: float) -> Floor:
         receiver.kill()
         receiver.wait()
     async with fresh_database(pg) as dsn:
-        postgres_ms, delivered = await postgres_cpu(dsn, rate, seconds)
-        redis_ms = await redis_cpu(dsn, rate, seconds)
+        postgres_ms, delivered = await postgres_cpu(dsn, pace)
+        redis_ms = await redis_cpu(dsn, pace)
     return Floor(
         relay_accept_ms=accept_ms,
         relay_send_ms=send_ms,
@@ -278,20 +293,20 @@ async def measure(pg: str, rate: float, seconds: float) -> Floor:
     )
 
 
-def table(floor: Floor, rate: float, seconds: float) -> str:
+def table(floor: Floor, pace: Pace) -> str:
     rows = [
         ("aiohttp: POST decoded, 202 answered, nothing stored", floor.relay_accept_ms),
         ("  the same plus one webhook POST (Notifi's HTTP client)", floor.relay_send_ms),
         *(
-            (f"Postgres: {s} (batches of {RECORD_BATCH if s == 'record' else BATCH})", ms)
+            (f"Postgres: {s} (batches of {RECORD_BATCH if s == 'record' else pace.batch})", ms)
             for s, ms in floor.postgres_ms.items()
         ),
-        (f"Redis: claim and delivered mark (batches of {BATCH})", floor.redis_ms),
+        (f"Redis: claim and delivered mark (batches of {pace.batch})", floor.redis_ms),
         ("floor: relay with the webhook + Postgres + Redis", floor.total_ms),
         ("issue 11's target for the whole system", TARGET_MS),
     ]
     head = (
-        f"{machine()}\n{rate:,.0f} notifications/s for {seconds:g} s a part;"
+        f"{machine()}\n{pace.rate:,.0f} notifications/s for {pace.seconds:g} s a part;"
         f" {floor.answered:,} answered 202, {floor.delivered:,} recorded delivered"
     )
     width = max(len(label) for label, _ in rows)
@@ -304,9 +319,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="each part's run")
     parser.add_argument("--rate", type=float, default=1000.0, help="notifications per second")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=BATCH,
+        help="notifications a batch of each Postgres and Redis call",
+    )
     args = parser.parse_args()
-    floor = uvloop.run(measure(SHARED_PG, args.rate, args.seconds))
-    print(table(floor, args.rate, args.seconds))
+    pace = Pace(args.rate, args.seconds, args.batch)
+    print(table(uvloop.run(measure(SHARED_PG, pace)), pace))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ async def test_the_relay_answers_every_post_and_sends_a_webhook_each() -> None:
 async def test_the_postgres_part_takes_each_notification_through_every_statement(
     store: Store, dsn: str
 ) -> None:
-    shares, delivered = await floor.postgres_cpu(dsn, 1000, 0.2)
+    shares, delivered = await floor.postgres_cpu(dsn, floor.Pace(1000, 0.2))
     assert delivered == 200  # accepted, routed, loaded and recorded, in batches of 5 and 20
     assert list(shares) == list(floor.STATEMENTS) and all(ms >= 0 for ms in shares.values())
     routed = await store.pool.fetchval(
@@ -38,7 +38,7 @@ async def test_the_postgres_part_takes_each_notification_through_every_statement
 
 
 async def test_the_redis_part_claims_and_marks_on_a_private_redis(store: Store, dsn: str) -> None:
-    assert await floor.redis_cpu(dsn, 1000, 0.1) >= 0
+    assert await floor.redis_cpu(dsn, floor.Pace(1000, 0.1)) >= 0
 
 
 def test_the_floor_is_the_relay_with_its_webhook_postgres_and_redis() -> None:
@@ -51,6 +51,7 @@ def test_the_floor_is_the_relay_with_its_webhook_postgres_and_redis() -> None:
         delivered=5,
     )
     assert abs(parts.total_ms - 0.53) < 1e-9
-    text = floor.table(parts, 1000, 20)
+    text = floor.table(parts, floor.Pace(1000, 20, batch=8))
     assert "floor: relay with the webhook + Postgres + Redis        | 0.530" in text
-    assert "Postgres: record (batches of 20)" in text and "| 0.400" in text
+    assert "Postgres: record (batches of 20)" in text and "Postgres: load (batches of 8)" in text
+    assert "issue 11's target for the whole system" in text and "| 0.400" in text
