@@ -3,11 +3,13 @@ base units, `_total` counters, bounded label values)."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from itertools import accumulate
 from typing import Any
 
 import aioprometheus
-import aioprometheus.histogram
 from aioprometheus import Registry
+from aioprometheus.histogram import POS_INF
 from aioprometheus.renderer import render
 
 REGISTRY = Registry()
@@ -65,15 +67,47 @@ class Gauge(_KeyedOnce, aioprometheus.Gauge):
     pass
 
 
+class _Series:
+    """One series of a histogram. An observation is one bisection and one increment, where
+    aioprometheus's walks every bucket and increments each it falls under (14 here: 1.8 against
+    0.2 µs alone, three or four observations a webhook); the cumulative counts the renderer
+    reads (`buckets`, as aioprometheus's) are summed when read."""
+
+    __slots__ = ("_bounds", "_counts", "observations", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds  # sorted upper bounds, the last +Inf
+        self._counts = [0] * len(bounds)  # observations per bucket, not cumulative
+        self.observations = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        if value == value:  # NaN falls in no bucket (as in aioprometheus), only the sum
+            self._counts[bisect_left(self._bounds, value)] += 1
+        self.observations += 1
+        self.sum += value
+
+    @property
+    def buckets(self) -> dict[float, int]:
+        """Upper bound -> observations at or below it."""
+        return dict(zip(self._bounds, accumulate(self._counts), strict=True))
+
+
 class Histogram(_KeyedOnce, aioprometheus.Histogram):
-    """`observe` finds the series' histogram in one step (as Counter's `add` does)."""
+    """`observe` finds the series in one step (as Counter's `add` does) and bisects its
+    buckets (`_Series`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        bounds = sorted(float(b) for b in self.upper_bounds)
+        self._bounds = (*bounds, *(() if bounds and bounds[-1] == POS_INF else (POS_INF,)))
 
     def observe(self, labels: dict[str, str], value: float) -> None:
         if type(value) not in (float, int):
             raise TypeError("Histogram only works with digits (int, float)")
         store, key = self.values.store, self._key(labels)
         if (h := store.get(key)) is None:
-            h = store[key] = aioprometheus.histogram.Histogram(*self.upper_bounds)
+            h = store[key] = _Series(self._bounds)
         h.observe(float(value))
 
     add = observe

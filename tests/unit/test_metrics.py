@@ -22,6 +22,12 @@ CALLS = [
     ("histogram", "observe", {"route": "/a"}, 0.004),
     ("histogram", "observe", {"route": "/a"}, 0.2),
     ("histogram", "observe", {}, 12.0),
+    # On a bucket's bound (counted in it), an int, zero, past the last bound.
+    ("histogram", "observe", {"route": "/a"}, 0.1),
+    ("histogram", "observe", {"route": "/b"}, 1),
+    ("histogram", "observe", {"route": "/b"}, 0.0),
+    ("histogram", "observe", {"route": "/b"}, 0.005),
+    ("histogram", "observe", {"route": "/b"}, 1e9),
 ]
 
 
@@ -80,3 +86,14 @@ def test_bad_values_are_refused_as_aioprometheus_refuses_them() -> None:
         counter.get({"route": "/a"})
     with pytest.raises(KeyError):
         histogram.get({"route": "/a"})
+
+
+def test_a_histogram_series_counts_as_aioprometheus_counts_any_value() -> None:
+    bounds = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+    ours = metrics.Histogram("t4_seconds", "t", registry=Registry(), buckets=bounds)
+    theirs = aioprometheus.Histogram("t4_seconds", "t", registry=Registry(), buckets=bounds)
+    values = [*bounds, *(b * 0.999 for b in bounds), *(b * 1.001 for b in bounds), 0.0, 1e6]
+    for value in values:
+        ours.observe({"x": "1"}, value)
+        theirs.observe({"x": "1"}, value)
+    assert ours.get({"x": "1"}) == theirs.get({"x": "1"})
