@@ -13,7 +13,7 @@ is below their sum here; see README, Benchmark.
   its own so that each statement's share is read from its own backend.
 * redis: the server CPU of Notifi's claim and delivered mark (`notifi.claims`), 5 a batch.
 
-    python -m bench.floor [--seconds 20] [--rate 1000]
+    python -m bench.floor [--seconds 20] [--rate 1000] [--batch 5]
 """
 
 from __future__ import annotations

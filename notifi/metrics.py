@@ -99,7 +99,9 @@ class Histogram(_KeyedOnce, aioprometheus.Histogram):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        bounds = sorted(float(b) for b in self.upper_bounds)
+        bounds = [float(b) for b in self.upper_bounds]
+        if bounds != sorted(bounds):  # as aioprometheus refuses them
+            raise ValueError("Buckets not in sorted order")
         self._bounds = (*bounds, *(() if bounds and bounds[-1] == POS_INF else (POS_INF,)))
 
     def observe(self, labels: dict[str, str], value: float) -> None:

@@ -97,3 +97,8 @@ def test_a_histogram_series_counts_as_aioprometheus_counts_any_value() -> None:
         ours.observe({"x": "1"}, value)
         theirs.observe({"x": "1"}, value)
     assert ours.get({"x": "1"}) == theirs.get({"x": "1"})
+
+
+def test_buckets_out_of_order_are_refused() -> None:
+    with pytest.raises(ValueError, match="sorted"):
+        metrics.Histogram("t5_seconds", "t", registry=Registry(), buckets=(1.0, 0.5))
