@@ -8,7 +8,7 @@ arq 0.28 needs redis-py below 6, Notifi pins 8):
 * `api` (aiohttp): `POST /api/notifications` enqueues one arq job per webhook and answers 202;
   `POST /api/notifications/bulk` does so for each item, deferred to its `scheduled_at`.
 * `worker`: an arq worker whose job POSTs the notification to its webhook over one keep-alive
-  aiohttp session; a 5xx, 408, 429 or connection error is tried again (arq's `Retry`).
+  aiohttp session; a 5xx, 408, 425, 429 or connection error is tried again (arq's `Retry`).
 
 Tuned as a user would tune it for latency: the worker polls Redis every 10 ms (arq's default is
 500 ms), runs 256 jobs at once (default 10) and keeps no results (default an hour).

@@ -33,6 +33,12 @@ def read_stat(pid: int) -> Stat | None:
     return Stat(int(rest[11]) + int(rest[12]), int(rest[19]))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 when it is gone)."""
+    stat = read_stat(pid)
+    return stat.cpu_ticks / TICKS_PER_S if stat is not None else 0.0
+
+
 def uptime_ticks() -> float:
     return float(Path("/proc/uptime").read_text().split()[0]) * TICKS_PER_S
 

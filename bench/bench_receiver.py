@@ -95,10 +95,10 @@ class ReceiverProtocol(asyncio.Protocol):
 
     def _answer(self, keep_alive: bool) -> bytes:
         method = self._parser.get_method()
-        url = urlsplit(self._url.decode("latin-1"))
-        if method == b"POST" and url.path == "/hook":
+        if method == b"POST" and self._url == b"/hook":  # every webhook: nothing else parsed
             self._arrivals.hook(b"".join(self._body), time.time())
             return NO_CONTENT + (b"" if keep_alive else CLOSE) + b"\r\n"
+        url = urlsplit(self._url.decode("latin-1"))
         phase = parse_qs(url.query).get("phase", [""])[0]
         if method == b"GET" and url.path == "/count":
             return _response("200 OK", orjson.dumps(self._arrivals.count(phase)), keep_alive)

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +23,7 @@ import redis.asyncio as aioredis
 
 from bench.bench_cpu import descendants, parent_pid, pids_with_args
 from bench.chaos_cluster import Cluster
+from notifi.store.migrate import prepare_database
 from tests.support.process import ROOT, NotifiProcess, free_port
 from tests.support.services import PrivateRedis
 from tests.support.tansu import BINARY as TANSU
@@ -31,6 +34,23 @@ SHARED_PG = os.environ.get("NOTIFI_BENCH_PG", "postgresql://postgres@127.0.0.1:5
 # Postgres's own processes: their work (WAL, checkpoints) is partly ours, partly any other
 # database's on a shared server, so they are shown on their own line.
 PG_SHARED = ("walwriter", "checkpointer", "background writer", "autovacuum launcher")
+
+
+@asynccontextmanager
+async def fresh_database(pg: str, prefix: str) -> AsyncIterator[str]:
+    """The dsn of a new database of the server `pg` (named `prefix` and a random suffix) at the
+    current schema, dropped after, whoever still holds a connection to it."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    dsn = f"{pg}/{name}"
+    try:
+        await prepare_database(dsn)
+        yield dsn
+    finally:
+        admin = await asyncpg.connect(f"{pg}/postgres")
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
 
 
 class System:

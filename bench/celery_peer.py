@@ -11,7 +11,7 @@ a private Redis as the broker:
   answers a ping.
 * `worker`: `celery worker --pool prefork` (started by bench.bench_system's `CelerySystem`) with
   `CELERY_PEER_CONCURRENCY` children (default 4), each POSTing with one keep-alive `requests`
-  session; a 5xx, 408, 429 or connection error is tried again (`retry`, one more second each
+  session; a 5xx, 408, 425, 429 or connection error is tried again (`retry`, one more second each
   time). At a steady 1,000/s on the 2-core bench machine (2026-12-07, 15:58 UTC, quick runs) 4
   children did best: 2.59 ms of CPU a webhook and 601 a second in the closed loop, against
   2.92 ms and 573 with 2 and 3.18 ms and 573 with 8; with any of them it falls behind at

@@ -22,14 +22,12 @@ import argparse
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing import get_context
 
-import asyncpg
 import orjson
 import redis.asyncio as aioredis
 import uuid_utils
@@ -38,13 +36,13 @@ from aiohttp import web
 
 from bench import load
 from bench.__main__ import machine, start_receiver
-from bench.bench_cpu import TICKS_PER_S, pids_with_args, read_stat
-from bench.bench_system import SHARED_PG
+from bench.bench_cpu import cpu_seconds, pids_with_args
+from bench.bench_system import SHARED_PG, fresh_database
 from notifi.claims import Claims, job_token
 from notifi.destinations.http_client import HttpClient
 from notifi.destinations.network import AddressPolicy
 from notifi.model import DeliveryJob, DeliveryStatus
-from notifi.store import Finished, Store, ensure_database, migrate
+from notifi.store import Finished, Store
 from tests.support.factories import new_notification
 from tests.support.process import free_port
 from tests.support.services import PrivateRedis
@@ -67,11 +65,6 @@ class Floor:
     @property
     def total_ms(self) -> float:
         return self.relay_send_ms + sum(self.postgres_ms.values()) + self.redis_ms
-
-
-def _cpu_s(pid: int) -> float:
-    stat = read_stat(pid)
-    return stat.cpu_ticks / TICKS_PER_S if stat is not None else 0.0
 
 
 # -- relay ---------------------------------------------------------------------------------
@@ -107,16 +100,17 @@ def serve_relay(port: int, hook: str | None) -> None:
     uvloop.run(_relay(port, hook))
 
 
-async def _ready(url: str, timeout_s: float = 20.0) -> None:
+async def _listening(port: int, timeout_s: float = 20.0) -> None:
+    """Returns once something accepts connections on `port` of loopback."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            _, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()
             return
         except OSError:
             await asyncio.sleep(0.05)
-    raise TimeoutError(f"nothing answers on {url}")
+    raise TimeoutError(f"nothing listens on port {port}")
 
 
 async def relay_cpu(rate: float, seconds: float, hook: str | None) -> tuple[float, int]:
@@ -128,16 +122,16 @@ async def relay_cpu(rate: float, seconds: float, hook: str | None) -> tuple[floa
     server.start()
     assert server.pid is not None
     try:
-        await _ready(api)
+        await _listening(port)
         count = int(rate * seconds)
         with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
             loop = asyncio.get_running_loop()
-            before = _cpu_s(server.pid)
+            before = cpu_seconds(server.pid)
             sent = await loop.run_in_executor(
                 pool, load.open_loop, api, '"destinations":[]', "floor", rate, count
             )
             await asyncio.sleep(0.5)  # the last webhooks leave
-            used_s = _cpu_s(server.pid) - before
+            used_s = cpu_seconds(server.pid) - before
         return 1000 * used_s / count, sum(1 for s in sent if s.status == 202)
     finally:
         server.kill()
@@ -176,27 +170,6 @@ async def _backend(store: Store) -> int:
         return int(await conn.fetchval("SELECT pg_backend_pid()"))
 
 
-@asynccontextmanager
-async def fresh_database(pg: str) -> AsyncIterator[str]:
-    """The dsn of a new, migrated database of the server `pg`, dropped after."""
-    name = f"notifi_floor_{uuid.uuid4().hex[:8]}"
-    dsn = f"{pg}/{name}"
-    await ensure_database(dsn)
-    try:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        yield dsn
-    finally:
-        admin = await asyncpg.connect(f"{pg}/postgres")
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
 async def postgres_cpu(dsn: str, pace: Pace) -> tuple[dict[str, float], int]:
     """Backend CPU ms per notification of each statement, and how many were recorded
     delivered."""
@@ -218,9 +191,11 @@ async def postgres_cpu(dsn: str, pace: Pace) -> tuple[dict[str, float], int]:
                 await stores["record"].record([_delivered(i, now) for i in sent], [])
                 sent.clear()
 
-        before = {s: _cpu_s(pid) for s, pid in backends.items()}
+        before = {s: cpu_seconds(pid) for s, pid in backends.items()}
         await _paced(pace, step)
-        shares = {s: 1000 * (_cpu_s(pid) - before[s]) / pace.count for s, pid in backends.items()}
+        shares = {
+            s: 1000 * (cpu_seconds(pid) - before[s]) / pace.count for s, pid in backends.items()
+        }
         delivered = await stores["accept"].pool.fetchval(
             "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
         )
@@ -241,9 +216,10 @@ def _delivered(notification_id: uuid.UUID, now: datetime) -> Finished:
     )
 
 
-async def redis_cpu(dsn: str, pace: Pace) -> float:
-    """A private Redis's CPU ms per notification for Notifi's claim and delivered mark (the
-    store at `dsn` is the claims' fallback, unused while Redis answers)."""
+async def redis_cpu(dsn: str, pace: Pace) -> tuple[float, int]:
+    """A private Redis's CPU ms per notification for Notifi's claim and delivered mark, and how
+    many keys it holds after (a delivered mark per notification, their claims dropped). The
+    store at `dsn` is the claims' fallback, unused while Redis answers."""
     server = PrivateRedis().start()
     client = aioredis.from_url(server.url)
     store = await Store.open(dsn, min_size=1, max_size=1)
@@ -258,9 +234,10 @@ async def redis_cpu(dsn: str, pace: Pace) -> float:
             await asyncio.gather(*(claims.claim((k, t)) for k, t in zip(keys, tokens, strict=True)))
             await asyncio.gather(*(claims.mark_delivered(k) for k in keys))
 
-        before = _cpu_s(pid)
+        before = cpu_seconds(pid)
         await _paced(pace, step)
-        return 1000 * (_cpu_s(pid) - before) / pace.count
+        used_ms = 1000 * (cpu_seconds(pid) - before) / pace.count
+        return used_ms, int(await client.dbsize())
     finally:
         await store.close()
         await client.aclose()
@@ -280,9 +257,9 @@ async def measure(pg: str, pace: Pace) -> Floor:
     finally:
         receiver.kill()
         receiver.wait()
-    async with fresh_database(pg) as dsn:
+    async with fresh_database(pg, "notifi_floor") as dsn:
         postgres_ms, delivered = await postgres_cpu(dsn, pace)
-        redis_ms = await redis_cpu(dsn, pace)
+        redis_ms, _ = await redis_cpu(dsn, pace)
     return Floor(
         relay_accept_ms=accept_ms,
         relay_send_ms=send_ms,

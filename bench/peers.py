@@ -48,8 +48,10 @@ def jobs_of(item: Any) -> tuple[list[str], bytes, datetime | None]:
 
 
 def retryable(status: int) -> bool:
-    """Whether a webhook's answer is tried again (as Notifi does: 5xx, 408, 429)."""
-    return status >= 500 or status in (408, 429)
+    """Whether a webhook's answer is tried again, as Notifi's
+    `notifi.destinations.webhook.retryable_status` (the peers' virtualenvs lack Notifi's
+    dependencies, so it is written again here; a test holds the two to the same answers)."""
+    return status >= 500 or status in (408, 425, 429)
 
 
 Send = Callable[[list[str], bytes, datetime | None], Awaitable[str]]
@@ -98,6 +100,8 @@ def api(start: Callable[[], Awaitable[Peer]]) -> web.Application:
         try:
             items = orjson.loads(await request.read())["notifications"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
+            items = None
+        if not isinstance(items, list):
             return web.Response(status=422, text="notifications must be a list")
         peer = request.app[PEER]
         return respond({"items": await asyncio.gather(*(enqueue(peer, i) for i in items))})

@@ -16,16 +16,16 @@ import asyncio
 import os
 import statistics
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
 
+from bench.bench_cpu import cpu_seconds
+from bench.bench_system import fresh_database
 from notifi.partitions import split
 from notifi.store import ID_MIN, Store
-from notifi.store.migrate import prepare_database
 from notifi.store.retention import TABLES, Removed, RetentionPolicy, RetentionStore
 from tests.support.factories import new_notification
 
@@ -121,23 +121,9 @@ class Sweep:
             after = step.last_id
 
 
-def backend_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a Postgres backend (it runs on this machine)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def run(args: argparse.Namespace) -> None:
-    name = f"notifi_bench_retention_{uuid.uuid4().hex[:8]}"
-    dsn = f"{args.pg}/{name}"
-    admin = await asyncpg.connect(f"{args.pg}/postgres")
-    try:
-        await prepare_database(dsn)
+    async with fresh_database(args.pg, "notifi_bench_retention") as dsn:
         await bench(dsn, args)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def bench(dsn: str, args: argparse.Namespace) -> None:
@@ -181,10 +167,10 @@ async def bench(dsn: str, args: argparse.Namespace) -> None:
     load = asyncio.create_task(accept_loop(store, args.rate, stop, during))
     horizon = policy.horizon(datetime.now(UTC))
     assert horizon is not None
-    cpu0, t0 = sum(backend_cpu_s(w.pid) for w in sweepers), time.perf_counter()
+    cpu0, t0 = sum(cpu_seconds(w.pid) for w in sweepers), time.perf_counter()
     await asyncio.gather(*(w.run(horizon, args.batch, policy) for w in sweepers))
     elapsed = time.perf_counter() - t0
-    cpu = sum(backend_cpu_s(w.pid) for w in sweepers) - cpu0
+    cpu = sum(cpu_seconds(w.pid) for w in sweepers) - cpu0
     stop.set()
     await load
     left = await store.pool.fetchval("SELECT count(*) FROM notifications WHERE client_id = 'bench'")

@@ -102,7 +102,7 @@ class Histogram(_KeyedOnce, aioprometheus.Histogram):
         bounds = [float(b) for b in self.upper_bounds]
         if bounds != sorted(bounds):  # as aioprometheus refuses them
             raise ValueError("Buckets not in sorted order")
-        self._bounds = (*bounds, *(() if bounds and bounds[-1] == POS_INF else (POS_INF,)))
+        self._bounds = tuple(bounds) if bounds[-1:] == [POS_INF] else (*bounds, POS_INF)
 
     def observe(self, labels: dict[str, str], value: float) -> None:
         if type(value) not in (float, int):

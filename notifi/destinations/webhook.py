@@ -28,6 +28,13 @@ from notifi.model import Notification
 SECRET_PREFIX = "whsec_"
 USER_AGENT = "Notifi/0.1"
 _RETRYABLE = {408, 425, 429}
+
+
+def retryable_status(status: int) -> bool:
+    """Whether a webhook's HTTP answer is tried again: 5xx, 408, 425 and 429."""
+    return status in _RETRYABLE or status >= 500
+
+
 # Framing and protocol headers: set by the client library and by us, never by a destination.
 RESERVED_HEADERS = frozenset(
     {
@@ -195,7 +202,7 @@ def _classify(response: Response) -> SendResult:
         return SendResult(Outcome.DELIVERED, status)
     text = response.body.decode(errors="replace").strip()
     error = bounded(f"HTTP {status}: {text}" if text else f"HTTP {status}")
-    if status in _RETRYABLE or status >= 500:
+    if retryable_status(status):
         after = retry_after_s(response.headers.get("retry-after"))
         return SendResult(Outcome.RETRY, status, error, after)
     if 300 <= status < 400:

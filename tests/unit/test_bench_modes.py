@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bench.__main__ import parse_args
 from bench.bench_system import CelerySystem, System
 from bench.peers import BadItem, Peer, api, jobs_of, retryable
+from notifi.destinations.webhook import retryable_status
 
 HOOK = {"type": "webhook", "url": "http://127.0.0.1:9/hook"}
 
@@ -151,11 +152,21 @@ async def test_a_peers_api_sends_each_webhook_and_refuses_what_it_cannot_deliver
         assert [i["status"] for i in (await r.json())["items"]] == [202, 422]
         assert sent[-1][2] == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
         assert (await client.post("/api/notifications/bulk", json={"x": 1})).status == 422
+        for not_a_list in (5, {"a": 1}, "ab"):
+            r = await client.post("/api/notifications/bulk", json={"notifications": not_a_list})
+            assert r.status == 422
+        assert len(sent) == 2
 
 
 @pytest.mark.parametrize(
     ("status", "again"),
-    [(500, True), (503, True), (408, True), (429, True), (404, False), (200, False)],
+    [(500, True), (503, True), (408, True), (425, True), (429, True), (404, False), (200, False)],
 )
 def test_the_peers_try_again_what_notifi_tries_again(status: int, again: bool) -> None:
     assert retryable(status) is again
+
+
+def test_the_peers_retry_rule_is_notifis_for_every_status() -> None:
+    assert [s for s in range(100, 600) if retryable(s)] == [
+        s for s in range(100, 600) if retryable_status(s)
+    ]
